@@ -1,0 +1,495 @@
+"""The core: drives every service entry through the workflow of extensions.
+
+It owns the entries table, one listener per extension, the housekeeper and
+the persistence of entries.  It knows nothing of Kubernetes: results leave
+through *status sinks*, callbacks notified with a copy of every changed entry.
+
+Workflow semantics (DESIGN.md): an ``add`` walks the provisioners forwards,
+a ``delete`` walks them backwards starting with the step in progress; provider
+steps are never sent messages; an error stops the flow at its step and is
+retried with capped exponential backoff; nothing is ``deployed`` unless every
+step said so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import replace
+from typing import Any, Awaitable, Callable, Iterable, Mapping
+
+from controller.config import CoreConfig
+from controller.entries import DEPLOYED, UNDEPLOYED, Entry, load_entries, save_entries
+from controller.extension import BaseExtension, ExtensionStartError, MessageQueue
+from controller.messages import Action, Message, Service
+from controller.metrics import Metrics
+
+log = logging.getLogger("interlook.core")
+
+StatusSink = Callable[[Entry], Any]
+
+
+def is_provider(name: str) -> bool:
+    return name.startswith("provider.")
+
+
+def is_ipam(name: str) -> bool:
+    return name.startswith("ipam.") or name == "provisioner.ipalloc"
+
+
+class Core:
+    def __init__(self, config: CoreConfig, extensions: Mapping[str, BaseExtension], *,
+                 clock: Callable[[], float] = time.time, metrics: Metrics | None = None):
+        self.config = config
+        self.steps: tuple[str, ...] = config.workflow_steps
+        missing = [s for s in self.steps if s not in extensions]
+        if missing:
+            raise ValueError(f"no extension instance for workflow steps {missing}")
+        self.extensions = dict(extensions)
+        self.provisioners: tuple[str, ...] = tuple(s for s in self.steps if not is_provider(s))
+        self.providers: tuple[str, ...] = tuple(s for s in self.steps if is_provider(s))
+        self.entries: dict[str, Entry] = {}
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self._to_ext: dict[str, MessageQueue] = {n: asyncio.Queue() for n in self.extensions}
+        self._from_ext: dict[str, MessageQueue] = {n: asyncio.Queue() for n in self.extensions}
+        self._sinks: list[StatusSink] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._ext_tasks: dict[str, asyncio.Task[Any]] = {}
+        self._ext_restarts: dict[str, int] = {n: 0 for n in self.extensions}
+        self._ext_status: dict[str, str] = {n: "stopped" for n in self.extensions}
+        self._dirty = asyncio.Event()
+        self._stopping = False
+        self._sent_at: dict[tuple[str, int, str], float] = {}
+        self.started = False
+
+    # ------------------------------------------------------------------ life
+    def add_status_sink(self, sink: StatusSink) -> None:
+        self._sinks.append(sink)
+
+    async def start(self) -> None:
+        """Start every extension; raise ExtensionStartError naming the first that refuses."""
+        if self.config.workflow_entries_file:
+            try:
+                self.entries = load_entries(self.config.workflow_entries_file)
+            except (ValueError, OSError) as exc:
+                raise RuntimeError(f"cannot load {self.config.workflow_entries_file}: {exc}") from exc
+            for entry in self.entries.values():
+                # Whatever was in flight died with the previous process: resend it.
+                if entry.work_in_progress:
+                    entry.work_in_progress = False
+                    entry.next_retry = 0.0
+                    entry.error = entry.error or "interrupted by a restart"
+            log.info("loaded %d entries from %s", len(self.entries), self.config.workflow_entries_file)
+        try:
+            for name in self.steps:
+                await self._start_extension(name)
+        except BaseException:
+            await self._stop_extensions()
+            raise
+        for name in self.steps:
+            self._tasks.append(asyncio.create_task(self._listen(name), name=f"listen-{name}"))
+        self._tasks.append(asyncio.create_task(self._housekeeper(), name="housekeeper"))
+        if self.config.workflow_entries_file:
+            self._tasks.append(asyncio.create_task(self._persister(), name="persister"))
+        self.started = True
+        self._update_gauges()
+        # Entries restored from disk that are not where they should be get going again.
+        for entry in list(self.entries.values()):
+            if entry.state != entry.expected_state and not entry.error:
+                self._dispatch_current(entry)
+
+    async def _start_extension(self, name: str) -> None:
+        ext = self.extensions[name]
+        task = asyncio.create_task(ext.start(self._to_ext[name], self._from_ext[name]), name=f"ext-{name}")
+        ready = asyncio.create_task(ext.wait_ready())
+        done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if ready in done and ready.exception() is None:
+            self._ext_tasks[name] = task
+            self._ext_status[name] = "running"
+            task.add_done_callback(lambda t, n=name: self._on_extension_exit(n, t))
+            log.info("extension %s started", name)
+            return
+        ready.cancel()
+        reason = ""
+        if ready in done and ready.exception() is not None:
+            exc = ready.exception()
+            reason = exc.reason if isinstance(exc, ExtensionStartError) else str(exc)
+        if task.done():
+            exc2 = task.exception() if not task.cancelled() else None
+            reason = reason or (str(exc2) if exc2 else "start() returned before it was ready")
+        else:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        self._ext_status[name] = "failed"
+        raise ExtensionStartError(name, reason or "unknown reason")
+
+    def _on_extension_exit(self, name: str, task: asyncio.Task[Any]) -> None:
+        if self._stopping:
+            return
+        exc = task.exception() if not task.cancelled() else None
+        reason = f"{type(exc).__name__}: {exc}" if exc else "stopped unexpectedly"
+        log.error("extension %s crashed: %s", name, reason)
+        self._ext_status[name] = f"crashed: {reason}"
+        self.metrics.extension_crashes.labels(name).inc()
+        for entry in self.entries.values():
+            if entry.work_in_progress and entry.state == name:
+                self._fail(entry, f"extension {name} crashed: {reason}")
+        self._tasks.append(asyncio.create_task(self._restart_extension(name), name=f"restart-{name}"))
+
+    async def _restart_extension(self, name: str) -> None:
+        while not self._stopping:
+            self._ext_restarts[name] += 1
+            delay = min(self.config.retry_backoff_base * 2 ** (self._ext_restarts[name] - 1),
+                        self.config.retry_backoff_max)
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            try:
+                await self._start_extension(name)
+                return
+            except ExtensionStartError as exc:
+                log.error("restart of %s failed: %s", name, exc.reason)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks.clear()
+        await self._stop_extensions()
+        if self.config.workflow_entries_file:
+            await asyncio.to_thread(save_entries, self.config.workflow_entries_file, self._copy_entries())
+        self.started = False
+
+    async def _stop_extensions(self) -> None:
+        for name in reversed(self.steps):
+            ext = self.extensions[name]
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ext.stop(), timeout=15)
+            task = self._ext_tasks.pop(name, None)
+            if task and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            self._ext_status[name] = "stopped"
+
+    # -------------------------------------------------------------- inbound
+    def submit(self, message: Message) -> None:
+        """Feed a message as if the extension ``message.sender`` had sent it."""
+        self._from_ext[message.sender].put_nowait(message)
+
+    async def _listen(self, name: str) -> None:
+        queue = self._from_ext[name]
+        while True:
+            message = await queue.get()
+            if not message.sender:
+                message = replace(message, sender=name)
+            try:
+                self.handle_message(message)
+            except Exception:  # a bad message must not kill the listener
+                log.exception("cannot handle message from %s: %s", name, message)
+
+    def handle_message(self, message: Message) -> None:
+        self.metrics.messages.labels(message.sender, message.action.value).inc()
+        if message.error:
+            self.metrics.errors.labels(message.sender).inc()
+        if is_provider(message.sender):
+            self._from_provider(message)
+        else:
+            self._from_provisioner(message)
+
+    def _from_provider(self, message: Message) -> None:
+        name = message.service.name
+        if not name:
+            log.warning("provider %s sent a service without a name", message.sender)
+            return
+        entry = self.entries.get(name)
+        now = self.clock()
+        service = replace(message.service, provider=message.service.provider or message.sender)
+        if message.action in (Action.ADD, Action.UPDATE):
+            if message.error:
+                # The provider could not read the service (bad annotation...):
+                # keep it visible as an error entry, do not provision anything.
+                self._provider_error(entry, service, message, now)
+                return
+            self._provider_add(entry, service, now)
+        elif message.action == Action.DELETE:
+            self._provider_delete(entry, now)
+        else:
+            log.debug("ignoring %s from provider %s", message.action, message.sender)
+
+    def _provider_error(self, entry: Entry | None, service: Service, message: Message, now: float) -> None:
+        if entry is None:
+            entry = Entry(name=service.name, service=service, time_detected=now, last_update=now)
+            self.entries[service.name] = entry
+        entry.last_update = now
+        entry.refresh_sent = 0.0
+        if entry.error != message.error or entry.error_step != message.sender:
+            entry.error = message.error
+            entry.error_step = message.sender
+            entry.info = message.info
+            # Not retried by us: the provider re-sends when the input changes.
+            entry.next_retry = float("inf")
+            self._changed(entry)
+
+    def _provider_add(self, entry: Entry | None, service: Service, now: float) -> None:
+        if entry is None:
+            entry = Entry(name=service.name, service=service, time_detected=now, last_update=now)
+            self.entries[service.name] = entry
+            self._start_round(entry, DEPLOYED)
+            return
+        entry.last_update = now
+        entry.refresh_sent = 0.0
+        provider_error = entry.error_step and is_provider(entry.error_step)
+        same = entry.service.same_definition(service)
+        if same and entry.expected_state == DEPLOYED and not provider_error:
+            if entry.state == DEPLOYED and not entry.work_in_progress:
+                log.debug("%s unchanged and deployed: refreshed", entry.name)
+                return
+            if entry.work_in_progress or entry.error:
+                return  # already on its way; the retry loop handles errors
+        entry.service = entry.service.with_provider_fields(service)
+        self._start_round(entry, DEPLOYED)
+
+    def _provider_delete(self, entry: Entry | None, now: float) -> None:
+        if entry is None:
+            return
+        entry.last_update = now
+        if entry.expected_state == UNDEPLOYED and (entry.work_in_progress or entry.state == UNDEPLOYED):
+            if entry.state == UNDEPLOYED and not entry.work_in_progress:
+                self._changed(entry)  # tell sinks again: a finalizer may be waiting for it
+            return
+        self._start_round(entry, UNDEPLOYED)
+
+    def _start_round(self, entry: Entry, expected: str) -> None:
+        """Send the entry down the workflow again towards ``expected``."""
+        entry.expected_state = expected
+        entry.error = ""
+        entry.error_step = ""
+        entry.attempts = 0
+        entry.next_retry = 0.0
+        entry.close_time = 0.0
+        entry.generation += 1
+        if expected == DEPLOYED:
+            first = self.provisioners[0] if self.provisioners else None
+            if first is None:
+                self._close(entry)
+                return
+            entry.state = first
+        else:
+            # Walk back from the step in progress (it may have done part of
+            # its work), or from the last step once deployed.
+            if entry.state == DEPLOYED:
+                entry.state = self.provisioners[-1] if self.provisioners else UNDEPLOYED
+            elif entry.state not in self.provisioners:
+                entry.state = UNDEPLOYED
+            if entry.state == UNDEPLOYED:
+                self._close(entry)
+                return
+        self._send(entry)
+
+    def _from_provisioner(self, message: Message) -> None:
+        entry = self.entries.get(message.service.name)
+        step = message.sender
+        if entry is None:
+            log.debug("reply from %s for unknown entry %s", step, message.service.name)
+            return
+        if not entry.work_in_progress or entry.state != step or message.extra.get("generation") != str(entry.generation):
+            log.debug("stale reply from %s for %s ignored", step, entry.name)
+            return
+        self._observe_latency(entry, step)
+        if message.error:
+            self._fail(entry, message.error)
+            return
+        entry.work_in_progress = False
+        entry.wip_time = 0.0
+        entry.error = ""
+        entry.error_step = ""
+        entry.attempts = 0
+        entry.info = message.info or entry.info
+        if is_ipam(step):
+            entry.service = replace(entry.service, public_ip="" if entry.reverse else message.service.public_ip)
+        self._advance(entry)
+
+    def _observe_latency(self, entry: Entry, step: str) -> None:
+        if entry.wip_time:
+            self.metrics.step_latency.labels(step, "delete" if entry.reverse else "add").observe(
+                max(self.clock() - entry.wip_time, 0.0))
+
+    def _advance(self, entry: Entry) -> None:
+        index = self.provisioners.index(entry.state)
+        nxt = index - 1 if entry.reverse else index + 1
+        if 0 <= nxt < len(self.provisioners):
+            entry.state = self.provisioners[nxt]
+            self._send(entry)
+        else:
+            self._close(entry)
+
+    def _close(self, entry: Entry) -> None:
+        entry.state = entry.expected_state
+        entry.work_in_progress = False
+        entry.wip_time = 0.0
+        entry.close_time = self.clock()
+        log.info("%s is %s", entry.name, entry.state)
+        self._changed(entry)
+
+    def _send(self, entry: Entry) -> None:
+        step = entry.state
+        entry.work_in_progress = True
+        entry.wip_time = self.clock()
+        action = Action.DELETE if entry.reverse else Action.ADD
+        message = Message(action=action, service=entry.service, sender="core", destination=step,
+                          extra={"generation": str(entry.generation)})
+        self._to_ext[step].put_nowait(message)
+        self._changed(entry)
+
+    def _fail(self, entry: Entry, error: str) -> None:
+        entry.work_in_progress = False
+        entry.wip_time = 0.0
+        entry.error = error
+        entry.error_step = entry.state
+        entry.attempts += 1
+        delay = min(self.config.retry_backoff_base * 2 ** (entry.attempts - 1), self.config.retry_backoff_max)
+        entry.next_retry = self.clock() + delay
+        entry.generation += 1  # a late reply to the failed attempt is stale
+        log.warning("%s failed at %s (attempt %d, retry in %.0fs): %s",
+                    entry.name, entry.state, entry.attempts, delay, error)
+        self._changed(entry)
+
+    def _dispatch_current(self, entry: Entry) -> None:
+        """(Re)send the entry to the step it is at; used by retries and after a reload."""
+        if entry.state in self.provisioners:
+            entry.generation += 1
+            self._send(entry)
+        elif entry.state in (DEPLOYED, UNDEPLOYED) and entry.state != entry.expected_state:
+            self._start_round(entry, entry.expected_state)
+
+    # -------------------------------------------------------------- housekeeper
+    async def _housekeeper(self) -> None:
+        period = min(self.config.activity_interval, self.config.housekeeper_interval, 1.0)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self.housekeep()
+            except Exception:
+                log.exception("housekeeper pass failed")
+
+    def housekeep(self) -> None:
+        """One pass: time out stuck steps, retry errors, refresh stale entries, drop old ones."""
+        now = self.clock()
+        for entry in list(self.entries.values()):
+            if entry.work_in_progress:
+                if now - entry.wip_time > self.config.service_wip_timeout:
+                    self._fail(entry, f"step {entry.state} did not answer within "
+                                      f"{self.config.service_wip_timeout:g}s")
+                continue
+            if entry.error:
+                if now >= entry.next_retry and not is_provider(entry.error_step):
+                    log.info("retrying %s at %s (attempt %d)", entry.name, entry.state, entry.attempts + 1)
+                    self._dispatch_current(entry)
+                continue
+            if entry.state == DEPLOYED and entry.expected_state == DEPLOYED:
+                if (now - entry.last_update > self.config.service_max_last_updated
+                        and now - entry.refresh_sent > self.config.service_max_last_updated):
+                    self._send_refresh(entry)
+            elif entry.state == UNDEPLOYED and entry.expected_state == UNDEPLOYED:
+                if entry.close_time and now - entry.close_time > self.config.clean_undeployed_after:
+                    log.info("removing closed entry %s", entry.name)
+                    del self.entries[entry.name]
+                    self._mark_dirty()
+        self._update_gauges()
+
+    def _send_refresh(self, entry: Entry) -> None:
+        provider = entry.service.provider if entry.service.provider in self._to_ext else None
+        if provider is None or not is_provider(provider):
+            provider = self.providers[0] if self.providers else None
+        if provider is None:
+            return
+        entry.refresh_sent = self.clock()
+        self._to_ext[provider].put_nowait(
+            Message(action=Action.REFRESH, service=entry.service, sender="core", destination=provider))
+
+    # -------------------------------------------------------------- outbound
+    def _changed(self, entry: Entry) -> None:
+        self._mark_dirty()
+        if not self._sinks:
+            return
+        snapshot = entry.snapshot()
+        for sink in self._sinks:
+            try:
+                result = sink(snapshot)
+                if asyncio.iscoroutine(result):
+                    task = asyncio.ensure_future(result)
+                    task.add_done_callback(_log_sink_error)
+            except Exception:
+                log.exception("status sink failed for %s", entry.name)
+
+    def _mark_dirty(self) -> None:
+        self._dirty.set()
+
+    def _copy_entries(self) -> dict[str, Entry]:
+        return {name: entry.snapshot() for name, entry in self.entries.items()}
+
+    async def _persister(self) -> None:
+        """Write the entries file after every change; bursts of changes coalesce into one write."""
+        path = self.config.workflow_entries_file
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await asyncio.to_thread(save_entries, path, self._copy_entries())
+            except OSError as exc:
+                log.error("cannot write %s: %s", path, exc)
+                await asyncio.sleep(1)
+                self._dirty.set()
+
+    def _update_gauges(self) -> None:
+        counts: dict[str, int] = {}
+        for entry in self.entries.values():
+            key = "error" if entry.error else entry.state if entry.state in (DEPLOYED, UNDEPLOYED) else "in_progress"
+            counts[key] = counts.get(key, 0) + 1
+        for state in ("deployed", "undeployed", "in_progress", "error"):
+            self.metrics.entries.labels(state).set(counts.get(state, 0))
+
+    # -------------------------------------------------------------- views
+    def extension_status(self) -> dict[str, dict[str, Any]]:
+        return {name: {"status": self._ext_status[name], "restarts": self._ext_restarts[name],
+                       "kind": "provider" if is_provider(name) else "provisioner"}
+                for name in self.steps}
+
+    def live_services(self) -> dict[str, Service]:
+        """Services whose entry still wants to be deployed (for orphan clean-up)."""
+        return {n: e.service for n, e in self.entries.items()
+                if e.expected_state == DEPLOYED or e.state != UNDEPLOYED}
+
+    def entry(self, name: str) -> Entry | None:
+        return self.entries.get(name)
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Test helper: poll until predicate() holds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("condition not met in time")
+            await asyncio.sleep(0.01)
+
+
+def _log_sink_error(task: "asyncio.Future[Any]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("status sink failed: %s", task.exception())
+
+
+def entries_summary(entries: Iterable[Entry]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in entries:
+        out[e.state] = out.get(e.state, 0) + 1
+    return out
+
+
+Awaitable  # re-exported for type hints in sinks

@@ -1,0 +1,146 @@
+"""Messages: the only thing that moves between the core and the extensions.
+
+A provider sends ``add``/``delete`` for the services it sees; the core sends the
+same message through each provisioner of the workflow; every extension puts
+each processed message back, with ``error`` set when it failed.  Messages and
+services are frozen so that no extension can change what another one holds.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
+
+
+class Action(str, enum.Enum):
+    ADD = "add"
+    UPDATE = "update"
+    DELETE = "delete"
+    REFRESH = "refresh"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """One backend address of a service: a node and the port it listens on."""
+
+    host: str
+    port: int
+    weight: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "weight": self.weight}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Target":
+        return cls(host=str(data["host"]), port=int(data["port"]), weight=int(data.get("weight", 1)))
+
+
+def merge_targets(targets: Iterable[Target]) -> tuple[Target, ...]:
+    """Merge targets with the same host:port; their weights add up.
+
+    The Go program counts duplicates (three tasks on one node and port give
+    weight 3); summing weights is the same for weight-1 input and keeps
+    already-merged lists stable when merged again.
+    """
+    weights: Counter[tuple[str, int]] = Counter()
+    for target in targets:
+        weights[(target.host, target.port)] += max(int(target.weight), 1)
+    return tuple(sorted(Target(host, port, weight) for (host, port), weight in weights.items()))
+
+
+@dataclass(frozen=True)
+class Service:
+    """What a provider wants published, plus what the provisioners gave it."""
+
+    name: str
+    provider: str = ""
+    targets: tuple[Target, ...] = ()
+    tls: bool = False
+    public_ip: str = ""
+    dns_names: tuple[str, ...] = ()
+    # The port the provider would like on the public side (the Kubernetes
+    # Service port); provisioners fall back to their own defaults when 0.
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", merge_targets(self.targets))
+        object.__setattr__(self, "dns_names", tuple(self.dns_names))
+
+    def same_definition(self, other: "Service") -> bool:
+        """True when a provider would publish both the same way.
+
+        The public IP is left out: only the IPAM step sets it, so a fresh
+        provider message (which has none) must not look like a change.
+        """
+        return (
+            self.targets == other.targets
+            and self.tls == other.tls
+            and self.dns_names == other.dns_names
+            and self.port == other.port
+        )
+
+    def with_provider_fields(self, other: "Service") -> "Service":
+        """This service with the fields only a provider may set taken from ``other``."""
+        return replace(self, targets=other.targets, tls=other.tls, dns_names=other.dns_names, port=other.port,
+                       provider=other.provider or self.provider)
+
+    def to_dict(self) -> dict[str, Any]:
+        # `dns_name` is the Go program's key for the list of DNS names.
+        return {
+            "provider": self.provider,
+            "name": self.name,
+            "targets": [t.to_dict() for t in self.targets],
+            "tls": self.tls,
+            "public_ip": self.public_ip,
+            "dns_name": list(self.dns_names),
+            "port": self.port,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Service":
+        names = data.get("dns_names", data.get("dns_name")) or []
+        if isinstance(names, str):
+            names = [n for n in names.split(",") if n]
+        return cls(
+            name=str(data.get("name", "")),
+            provider=str(data.get("provider", "")),
+            targets=tuple(Target.from_dict(t) for t in data.get("targets") or []),
+            tls=bool(data.get("tls", False)),
+            public_ip=str(data.get("public_ip", "") or ""),
+            dns_names=tuple(str(n) for n in names),
+            port=int(data.get("port", 0) or 0),
+        )
+
+
+@dataclass(frozen=True)
+class Message:
+    action: Action
+    service: Service
+    sender: str = ""
+    destination: str = ""
+    error: str = ""
+    # Free-form detail an extension wants shown on the entry (e.g. "no ready endpoints").
+    info: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def reply(self, *, error: str = "", service: Service | None = None, info: str = "") -> "Message":
+        """The message an extension puts back after processing this one."""
+        return replace(self, error=error, service=service or self.service, info=info or self.info)
+
+    def failed(self, error: str) -> "Message":
+        return replace(self, error=error or "unknown error")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action.value,
+            "sender": self.sender,
+            "destination": self.destination,
+            "error": self.error,
+            "info": self.info,
+            "service": self.service.to_dict(),
+        }

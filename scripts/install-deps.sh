@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the integration tests need and is not a Python package:
+# Debian packages (docker.io, busybox-static, dnsutils) and the binaries built
+# from Go modules (etcd, kube-apiserver, consul).  Quick when all is there.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+[[ -x /bin/busybox || -x /usr/bin/busybox ]] && dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v dig >/dev/null || need+=(dnsutils)
+command -v ip >/dev/null || need+=(iproute2)
+if (( ${#need[@]} )); then
+  echo "[install-deps] apt-get install ${need[*]}" >&2
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >&2
+fi
+bash "$ROOT/scripts/build-binaries.sh" all

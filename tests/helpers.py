@@ -1,0 +1,31 @@
+"""Shared test helpers: how a test asks for a real component."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_component(available: bool, what: str, how: str = "") -> None:
+    """Fail in CI, skip loudly elsewhere, when a real component is missing.
+
+    ``what`` names the component, ``how`` says how to get it (e.g. `make env-up`).
+    """
+    if available:
+        return
+    reason = f"REAL COMPONENT MISSING: {what}" + (f" ({how})" if how else "")
+    if IN_CI:
+        pytest.fail(reason + " -- CI never skips a real component", pytrace=False)
+    print(f"\n*** {reason}: SKIPPING ***", file=sys.stderr)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
