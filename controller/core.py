@@ -187,9 +187,9 @@ class Core:
     async def _listen(self, name: str) -> None:
         queue = self._from_ext[name]
         while True:
-            message = await queue.get()
-            if not message.sender:
-                message = replace(message, sender=name)
+            # The listener tags every message with the extension it came
+            # from: whatever an extension wrote there is not trusted.
+            message = replace(await queue.get(), sender=name)
             try:
                 self.handle_message(message)
             except Exception:  # a bad message must not kill the listener
@@ -492,4 +492,3 @@ def entries_summary(entries: Iterable[Entry]) -> dict[str, int]:
     return out
 
 
-Awaitable  # re-exported for type hints in sinks

@@ -127,13 +127,17 @@ class BaseExtension:
                 ready.set_result(None)
             self.send_queue = send
             background = asyncio.create_task(self.run_background(), name=f"{self.name}-background")
+            crashed = False
             try:
                 await self._loop(receive, send, background)
+            except BaseException:
+                crashed = True
+                raise
             finally:
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await background
-                await self._drain()
+                await self._drain(cancel=crashed)
                 with contextlib.suppress(Exception):
                     await self.teardown()
         finally:
@@ -171,9 +175,16 @@ class BaseExtension:
         finally:
             stopping.cancel()
 
-    async def _drain(self) -> None:
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=10)
+    async def _drain(self, cancel: bool = False) -> None:
+        """Let in-flight messages finish on a clean stop; cut them short after a crash."""
+        if not self._background:
+            return
+        if cancel:
+            for task in self._background:
+                task.cancel()
+        _, pending = await asyncio.wait(set(self._background), timeout=5)
+        for task in pending:
+            task.cancel()
 
     async def _process(self, message: Message, send: MessageQueue, limit: asyncio.Semaphore) -> None:
         key = message.service.name
@@ -183,8 +194,8 @@ class BaseExtension:
                 try:
                     reply = await self.handle(message)
                 except asyncio.CancelledError:
-                    reply = message.failed(f"{self.name}: cancelled while processing")
-                    await send.put(reply)
+                    # Cut short by a crash or a stop: the core marks the entry
+                    # (crash error or WIP timeout) and retries it.
                     raise
                 except Exception as exc:  # never let an exception cross the boundary
                     self.log.exception("error processing %s %s", message.action, key)

@@ -66,6 +66,9 @@ class Service:
     # The port the provider would like on the public side (the Kubernetes
     # Service port); provisioners fall back to their own defaults when 0.
     port: int = 0
+    # An address the user asked for (Kubernetes `interlook.io/ip`); the IPAM
+    # step gives it or fails, it never silently gives another one.
+    requested_ip: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", merge_targets(self.targets))
@@ -82,12 +85,13 @@ class Service:
             and self.tls == other.tls
             and self.dns_names == other.dns_names
             and self.port == other.port
+            and self.requested_ip == other.requested_ip
         )
 
     def with_provider_fields(self, other: "Service") -> "Service":
         """This service with the fields only a provider may set taken from ``other``."""
         return replace(self, targets=other.targets, tls=other.tls, dns_names=other.dns_names, port=other.port,
-                       provider=other.provider or self.provider)
+                       requested_ip=other.requested_ip, provider=other.provider or self.provider)
 
     def to_dict(self) -> dict[str, Any]:
         # `dns_name` is the Go program's key for the list of DNS names.
@@ -99,6 +103,7 @@ class Service:
             "public_ip": self.public_ip,
             "dns_name": list(self.dns_names),
             "port": self.port,
+            "requested_ip": self.requested_ip,
         }
 
     @classmethod
@@ -114,6 +119,7 @@ class Service:
             public_ip=str(data.get("public_ip", "") or ""),
             dns_names=tuple(str(n) for n in names),
             port=int(data.get("port", 0) or 0),
+            requested_ip=str(data.get("requested_ip", "") or ""),
         )
 
 

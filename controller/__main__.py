@@ -1,0 +1,96 @@
+"""Command line: ``python -m controller check-config FILE`` and ``python -m controller run``.
+
+``run`` needs no Kubernetes: it is how Swarm-only deployments run.  Under
+Kubernetes the program is started with ``kopf run controller/main.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from controller.config import ConfigError
+
+EXIT_CONFIG = 2
+EXIT_START = 1
+
+
+def _describe(config: object) -> str:
+    from controller.config import Config
+
+    assert isinstance(config, Config)
+    lines = ["workflow:"]
+    for index, step in enumerate(config.core.workflow_steps, 1):
+        from extensions import KNOWN_EXTENSIONS
+
+        spec = KNOWN_EXTENSIONS[step]
+        role = "provider" if step.startswith("provider.") else "provisioner"
+        lines.append(f"  {index}. {step} ({role}, config section {spec.section})")
+    return "\n".join(lines)
+
+
+def check_config(path: str) -> int:
+    from controller.app import read_config
+
+    try:
+        config = read_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{path}: OK")
+    print(_describe(config))
+    return 0
+
+
+async def _run(path: str | None) -> int:
+    from controller.app import build_app, read_config, setup_logging
+    from controller.extension import ExtensionStartError
+
+    try:
+        config = read_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.core.log_level, config.core.log_file)
+    app = build_app(config)
+    try:
+        await app.start()
+    except ExtensionStartError as exc:
+        logging.getLogger("interlook").error("start-up failed: %s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_START
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_START
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    logging.getLogger("interlook").info("interlook running: workflow %s", ",".join(config.core.workflow_steps))
+    await stop.wait()
+    await app.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="interlook", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check-config", help="validate a config file without connecting anywhere")
+    check.add_argument("file")
+    run = sub.add_parser("run", help="run the core and its extensions (no Kubernetes needed)")
+    run.add_argument("--config", default=None, help="config file (default: $INTERLOOK_CONFIG or config.yml)")
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file)
+    return asyncio.run(_run(args.config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

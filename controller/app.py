@@ -1,0 +1,96 @@
+"""Assembles the program: config -> extensions -> core -> HTTP API.
+
+Both entry points use it: ``python -m controller run`` (no Kubernetes needed)
+and the kopf layer in ``controller/main.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controller.api import ApiServer
+from controller.config import Config, load_config
+from controller.core import Core
+from controller.extension import BaseExtension, ExtensionContext
+
+log = logging.getLogger("interlook")
+
+DEFAULT_CONFIG = "config.yml"
+
+
+def config_path_from_env() -> str:
+    return os.environ.get("INTERLOOK_CONFIG", DEFAULT_CONFIG)
+
+
+def read_config(path: str | None = None) -> Config:
+    from extensions import KNOWN_EXTENSIONS, resolve
+
+    return load_config(path or config_path_from_env(), resolve, all_sections=list(KNOWN_EXTENSIONS.values()))
+
+
+def setup_logging(level: str = "INFO", log_file: str = "") -> None:
+    handler: logging.Handler
+    if log_file and log_file not in ("stdout", "stderr"):
+        handler = logging.FileHandler(log_file)
+    else:
+        handler = logging.StreamHandler(sys.stdout if log_file == "stdout" else sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+@dataclass
+class App:
+    config: Config
+    core: Core
+    extensions: dict[str, BaseExtension]
+    api: ApiServer | None = None
+    services: dict[str, Any] = field(default_factory=dict)
+
+    async def start(self, *, serve_api: bool = True) -> None:
+        await self.core.start()
+        if serve_api:
+            self.api = ApiServer(self.core, self.config.core.listen_address, self.config.core.listen_port)
+            try:
+                await self.api.start()
+            except OSError as exc:
+                await self.core.stop()
+                raise RuntimeError(f"cannot listen on port {self.config.core.listen_port}: {exc}") from exc
+
+    async def stop(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
+        await self.core.stop()
+
+
+def build_app(config: Config | str | None = None, *, services: dict[str, Any] | None = None,
+              data_dir: Path | None = None) -> App:
+    """Build (not start) the core and its extensions from a config or config path."""
+    from extensions import KNOWN_EXTENSIONS
+
+    if not isinstance(config, Config):
+        config = read_config(config)
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
+    services = dict(services or {})
+    extensions: dict[str, BaseExtension] = {}
+    core_ref: dict[str, Core] = {}
+
+    def live_entries() -> Any:
+        core = core_ref.get("core")
+        return core.live_services() if core else {}
+
+    for name in config.core.workflow_steps:
+        spec = KNOWN_EXTENSIONS[name]
+        context = ExtensionContext(name=name, entries=live_entries, data_dir=data_dir or Path.cwd(),
+                                   services=services)
+        extensions[name] = spec.build(config.extensions[name], context)
+    core = Core(config.core, extensions)
+    core_ref["core"] = core
+    return App(config=config, core=core, extensions=extensions, services=services)
