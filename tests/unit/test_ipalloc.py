@@ -1,0 +1,118 @@
+"""provisioner.ipalloc: the built-in pool, with the memory and file stores."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from controller.config import Report, Section
+from controller.extension import ExtensionContext
+from controller.messages import Action, Message, Service
+from extensions.provisioners.ipalloc import FileStore, IPAllocConfig, IPAllocProvisioner, MemoryStore
+from extensions.provisioners.ipalloc.provisioner import STORE_SERVICE
+
+
+def config(**keys: str) -> IPAllocConfig:
+    report = Report()
+    cfg = IPAllocConfig.from_section(Section(keys, "ipam.ipalloc", report))
+    assert not report.errors, report.errors
+    return cfg
+
+
+async def started(cfg: IPAllocConfig, store=None) -> IPAllocProvisioner:
+    services = {STORE_SERVICE: store} if store is not None else {}
+    prov = IPAllocProvisioner(cfg, ExtensionContext("provisioner.ipalloc", services=services))
+    await prov.setup()
+    return prov
+
+
+def add(name: str, **kw) -> Message:
+    return Message(Action.ADD, Service(name=name, **kw), extra={"generation": "1"})
+
+
+def delete(name: str) -> Message:
+    return Message(Action.DELETE, Service(name=name))
+
+
+async def test_network_and_broadcast_are_never_given():
+    prov = await started(config(network_cidr="192.0.2.0/30"))
+    first = await prov.handle(add("a"))
+    second = await prov.handle(add("b"))
+    third = await prov.handle(add("c"))
+    assert {first.service.public_ip, second.service.public_ip} == {"192.0.2.1", "192.0.2.2"}
+    assert "no free address" in third.error
+
+
+async def test_ip_start_and_ip_end_are_honoured():
+    prov = await started(config(network_cidr="10.0.0.0/24", ip_start="10.0.0.250", ip_end="10.0.0.255"))
+    ips = [(await prov.handle(add(f"s{i}"))).service.public_ip for i in range(6)]
+    assert ips[:5] == ["10.0.0.250", "10.0.0.251", "10.0.0.252", "10.0.0.253", "10.0.0.254"]
+    assert ips[5] == ""  # .255 is the broadcast address even though ip_end names it
+
+
+async def test_a_service_keeps_its_address():
+    prov = await started(config(network_cidr="10.0.0.0/24"))
+    first = await prov.handle(add("ns/web"))
+    again = await prov.handle(add("ns/web"))
+    assert first.service.public_ip == again.service.public_ip == "10.0.0.1"
+
+
+async def test_delete_frees_the_address_and_unknown_delete_is_fine():
+    prov = await started(config(network_cidr="10.0.0.0/30"))
+    await prov.handle(add("a"))
+    await prov.handle(add("b"))
+    freed = await prov.handle(delete("a"))
+    assert freed.error == "" and freed.service.public_ip == ""
+    assert (await prov.handle(add("c"))).service.public_ip == "10.0.0.1"
+    assert (await prov.handle(delete("never-seen"))).error == ""
+
+
+async def test_requested_ip_is_given_or_the_step_fails():
+    prov = await started(config(network_cidr="10.0.0.0/24", ip_start="10.0.0.10", ip_end="10.0.0.20"))
+    ok = await prov.handle(add("a", requested_ip="10.0.0.15"))
+    assert ok.service.public_ip == "10.0.0.15"
+    taken = await prov.handle(add("b", requested_ip="10.0.0.15"))
+    assert "already given to a" in taken.error
+    outside = await prov.handle(add("c", requested_ip="10.0.0.99"))
+    assert "not in the pool" in outside.error
+
+
+async def test_no_address_is_given_twice_under_concurrency():
+    store = MemoryStore()
+    prov = await started(config(network_cidr="10.1.0.0/22"), store)
+    replies = await asyncio.gather(*(prov.handle(add(f"svc{i}")) for i in range(500)))
+    ips = [r.service.public_ip for r in replies]
+    assert all(ips) and len(set(ips)) == 500
+
+
+async def test_two_processes_sharing_a_file_never_share_an_address(tmp_path):
+    path = str(tmp_path / "ipalloc.json")
+    one = await started(config(network_cidr="10.2.0.0/29"), FileStore(path))
+    two = await started(config(network_cidr="10.2.0.0/29"), FileStore(path))
+    a = await one.handle(add("a"))
+    b = await two.handle(add("b"))  # `two` loaded before `a` was written: the file lock decides
+    assert a.service.public_ip != b.service.public_ip
+    records = json.loads((tmp_path / "ipalloc.json").read_text())
+    assert {r["host"] for r in records} == {"a", "b"}
+
+
+async def test_file_store_reloads_allocations(tmp_path):
+    path = str(tmp_path / "db.json")
+    prov = await started(config(network_cidr="10.3.0.0/24"), FileStore(path))
+    ip = (await prov.handle(add("ns/web"))).service.public_ip
+    again = await started(config(network_cidr="10.3.0.0/24"), FileStore(path))
+    assert (await again.handle(add("ns/web"))).service.public_ip == ip
+    assert (await again.handle(add("other"))).service.public_ip != ip
+
+
+@pytest.mark.parametrize("keys, path", [
+    ({"network_cidr": "10.0.0.0/33"}, "ipam.ipalloc.network_cidr"),
+    ({"network_cidr": "10.0.0.0/24", "ip_start": "10.0.0.20", "ip_end": "10.0.0.10"}, "ipam.ipalloc.ip_end"),
+    ({}, "ipam.ipalloc.network_cidr"),
+])
+def test_bad_pool_configs_are_errors(keys, path):
+    report = Report()
+    IPAllocConfig.from_section(Section(keys, "ipam.ipalloc", report))
+    assert any(p.path == path for p in report.errors)
