@@ -1,0 +1,103 @@
+"""provider.kubernetes: turns Service events into workflow Messages.
+
+The kopf layer (controller/main.py) owns the watches and the indexes; it calls
+:meth:`KubernetesProvider.observe` for every change of a managed Service (or of
+its EndpointSlices and Nodes) and :meth:`KubernetesProvider.forget` when one
+goes away.  This class only decides what the workflow should be told, so it
+can be tested without a cluster and never imports kopf.
+
+A ``refresh`` from the core is answered from the same indexes, through a
+lookup callable the kopf layer hands over as ``context.services["kubernetes.lookup"]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from controller.extension import BaseExtension, ExtensionContext
+from controller.messages import Action, Message, Service
+from extensions.providers.kubernetes.config import KubernetesConfig
+from extensions.providers.kubernetes.contract import (
+    EndpointsView,
+    Reading,
+    Scope,
+    is_managed,
+    read_service,
+    split_entry_name,
+)
+
+# context.services key: ``lookup(namespace, name) -> ClusterView | None``.
+LOOKUP_SERVICE = "kubernetes.lookup"
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """One Service as the indexes see it: its body, its endpoints, node addresses."""
+
+    body: Mapping[str, Any]
+    endpoints: tuple[EndpointsView, ...] = ()
+    node_ips: Mapping[str, str] = field(default_factory=dict)
+
+
+Lookup = Callable[[str, str], "ClusterView | None"]
+
+
+class KubernetesProvider(BaseExtension):
+    name = "provider.kubernetes"
+
+    def __init__(self, config: KubernetesConfig | None = None, context: ExtensionContext | None = None):
+        super().__init__(context)
+        self.config = config or KubernetesConfig()
+
+    @property
+    def scope(self) -> Scope:
+        return self.config.scope
+
+    # -- called by the kopf layer -------------------------------------------
+    def read(self, view: ClusterView) -> Reading:
+        return read_service(view.body, self.scope, view.endpoints, view.node_ips, provider=self.name)
+
+    async def observe(self, view: ClusterView) -> Reading:
+        """Tell the workflow what a managed Service wants now; return what was read."""
+        reading = self.read(view)
+        await self._push(_message_for(reading))
+        return reading
+
+    async def forget(self, namespace: str, name: str, info: str = "") -> None:
+        """The Service is gone (or no longer ours): undo everything."""
+        await self._push(Message(Action.DELETE, Service(name=f"{namespace}/{name}", provider=self.name), info=info))
+
+    async def _push(self, message: Message) -> None:
+        queue = getattr(self, "send_queue", None)
+        if queue is None:
+            raise RuntimeError(f"{self.name} is not started")
+        await queue.put(message)
+
+    # -- called by the core ---------------------------------------------------
+    async def handle(self, message: Message) -> Message:
+        if message.action != Action.REFRESH:
+            return message
+        lookup: Lookup | None = self.context.services.get(LOOKUP_SERVICE)
+        if lookup is None:
+            # Without indexes nothing can be confirmed; saying `delete` would
+            # tear down a live service, so say nothing new.
+            return message.failed(f"{self.name}: no cluster lookup available to answer a refresh")
+        namespace, name = split_entry_name(message.service.name)
+        view = lookup(namespace, name)
+        if view is None or not is_managed(view.body, self.scope):
+            return Message(Action.DELETE, message.service)
+        return _message_for(self.read(view))
+
+
+def _message_for(reading: Reading) -> Message:
+    if reading.error:
+        return Message(Action.ADD, reading.service, error=reading.error)
+    if reading.info:
+        return Message(Action.DELETE, reading.service, info=reading.info)
+    return Message(Action.ADD, reading.service)
+
+
+def views_for_node(views: Iterable[ClusterView], node: str) -> list[ClusterView]:
+    """The Services with a ready endpoint on ``node`` (to follow a Node's address change)."""
+    return [v for v in views if any(n == node for e in v.endpoints for n, _ in e.ready)]
