@@ -7,6 +7,7 @@ dashboards and scripts keep working.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -71,7 +72,8 @@ class ApiServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        server: Any = site._server
+        sockets = server.sockets if server is not None else []
         if sockets:
             self.port = sockets[0].getsockname()[1]
         log.info("HTTP API listening on %s:%d", self.host, self.port)

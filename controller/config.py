@@ -8,6 +8,7 @@ start-up, unknown keys and missing files are warnings.
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import logging
 import os
@@ -65,33 +66,33 @@ class Section:
     one run reports every problem at once.
     """
 
-    def __init__(self, data: Mapping[str, Any] | None, path: str, report: Report,
+    def __init__(self, data: Mapping[str, Any] | None, path: builtins.str, report: Report,
                  base_dir: Path | None = None):
         self.data: Mapping[str, Any] = data or {}
         self.path = path
         self.report = report
         self.base_dir = base_dir or Path.cwd()
-        self._known: set[str] = set()
+        self._known: set[builtins.str] = set()
 
     # -- plumbing -------------------------------------------------------
-    def key_path(self, key: str) -> str:
+    def key_path(self, key: builtins.str) -> builtins.str:
         return f"{self.path}.{key}" if self.path else key
 
-    def has(self, key: str) -> bool:
+    def has(self, key: builtins.str) -> builtins.bool:
         return key in self.data and self.data[key] is not None
 
-    def _raw(self, key: str) -> Any:
+    def _raw(self, key: builtins.str) -> Any:
         self._known.add(key)
         value = self.data.get(key, _MISSING)
         return _MISSING if value is None else value
 
-    def error(self, key: str, reason: str) -> None:
+    def error(self, key: builtins.str, reason: builtins.str) -> None:
         self.report.error(self.key_path(key), reason)
 
-    def warn(self, key: str, reason: str) -> None:
+    def warn(self, key: builtins.str, reason: builtins.str) -> None:
         self.report.warn(self.key_path(key), reason)
 
-    def sub(self, key: str) -> "Section":
+    def sub(self, key: builtins.str) -> Section:
         raw = self._raw(key)
         if raw is _MISSING:
             raw = {}
@@ -106,8 +107,8 @@ class Section:
                 self.report.warn(self.key_path(str(key)), "unknown key (ignored)")
 
     # -- typed reads ----------------------------------------------------
-    def expand_env(self, key: str, value: str) -> str:
-        def sub(match: re.Match[str]) -> str:
+    def expand_env(self, key: builtins.str, value: builtins.str) -> builtins.str:
+        def sub(match: re.Match[builtins.str]) -> builtins.str:
             name = match.group(1)
             if name not in os.environ:
                 self.error(key, f"environment variable {name} is not set")
@@ -116,8 +117,8 @@ class Section:
 
         return _ENV_REF.sub(sub, value)
 
-    def str(self, key: str, default: str = "", *, required: bool = False,
-            choices: Sequence[str] | None = None) -> str:
+    def str(self, key: builtins.str, default: builtins.str = "", *, required: builtins.bool = False,
+            choices: Sequence[builtins.str] | None = None) -> builtins.str:
         raw = self._raw(key)
         if raw is _MISSING or raw == "":
             if required:
@@ -132,8 +133,8 @@ class Section:
             return default
         return value
 
-    def int(self, key: str, default: int = 0, *, minimum: int | None = None,
-            maximum: int | None = None) -> int:
+    def int(self, key: builtins.str, default: builtins.int = 0, *, minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None) -> builtins.int:
         raw = self._raw(key)
         if raw is _MISSING or raw == "":
             return default
@@ -151,10 +152,10 @@ class Section:
             return default
         return value
 
-    def port(self, key: str, default: int = 0) -> int:
+    def port(self, key: builtins.str, default: builtins.int = 0) -> builtins.int:
         return self.int(key, default, minimum=0, maximum=65535)
 
-    def bool(self, key: str, default: bool = False) -> bool:
+    def bool(self, key: builtins.str, default: builtins.bool = False) -> builtins.bool:
         raw = self._raw(key)
         if raw is _MISSING or raw == "":
             return default
@@ -168,7 +169,7 @@ class Section:
         self.error(key, f"must be true or false, got {raw!r}")
         return default
 
-    def duration(self, key: str, default: float) -> float:
+    def duration(self, key: builtins.str, default: float) -> float:
         raw = self._raw(key)
         if raw is _MISSING or raw == "":
             return default
@@ -178,7 +179,7 @@ class Section:
             self.error(key, str(exc))
             return default
 
-    def str_list(self, key: str) -> list[str]:
+    def str_list(self, key: builtins.str) -> list[builtins.str]:
         raw = self._raw(key)
         if raw is _MISSING or raw == "":
             return []
@@ -189,14 +190,14 @@ class Section:
             return []
         return [self.expand_env(key, str(x)) for x in raw]
 
-    def file(self, key: str) -> str:
+    def file(self, key: builtins.str) -> builtins.str:
         """A path to a file; a missing file is a warning (it may exist where we run)."""
         value = self.str(key)
         if value and not (self.base_dir / value).exists():
             self.warn(key, f"file {value} does not exist here")
         return str(self.base_dir / value) if value and not os.path.isabs(value) else value
 
-    def secret(self, key: str) -> str:
+    def secret(self, key: builtins.str) -> builtins.str:
         """A credential from ``key`` (``${ENV}`` allowed) or from the file named by ``keyFile``.
 
         The value itself is never put in a message, a warning or a log line.
@@ -215,7 +216,7 @@ class Section:
             self.warn(file_key, f"cannot read {path}: {exc.strerror or exc}")
             return ""
 
-    def cidr(self, key: str, *, required: bool = False) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    def cidr(self, key: builtins.str, *, required: builtins.bool = False) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
         value = self.str(key, required=required)
         if not value:
             return None
@@ -225,7 +226,7 @@ class Section:
             self.error(key, f"not a valid CIDR: {exc}")
             return None
 
-    def ip(self, key: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    def ip(self, key: builtins.str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         value = self.str(key)
         if not value:
             return None
@@ -263,8 +264,14 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
 class ExtensionSpecLike(Protocol):
     """What the config loader needs to know of an extension (see extensions/__init__.py)."""
 
-    name: str
-    section: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def section(self) -> str: ...
+
+    @property
+    def needs_section(self) -> bool: ...
 
     def parse_config(self, section: Section) -> Any: ...
 

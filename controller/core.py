@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import replace
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from controller.config import CoreConfig
 from controller.entries import DEPLOYED, UNDEPLOYED, Entry, load_entries, save_entries
@@ -109,7 +110,7 @@ class Core:
         if ready in done and ready.exception() is None:
             self._ext_tasks[name] = task
             self._ext_status[name] = "running"
-            task.add_done_callback(lambda t, n=name: self._on_extension_exit(n, t))
+            task.add_done_callback(functools.partial(self._on_extension_exit, name))
             log.info("extension %s started", name)
             return
         ready.cancel()
@@ -480,7 +481,7 @@ class Core:
             await asyncio.sleep(0.01)
 
 
-def _log_sink_error(task: "asyncio.Future[Any]") -> None:
+def _log_sink_error(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("status sink failed: %s", task.exception())
 

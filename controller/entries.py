@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,7 +28,7 @@ _ZERO_TIME = "0001-01-01T00:00:00Z"
 def _iso(ts: float) -> str:
     if not ts:
         return _ZERO_TIME
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _from_iso(text: Any) -> float:
@@ -69,7 +69,7 @@ class Entry:
     def closed(self) -> bool:
         return self.state in (DEPLOYED, UNDEPLOYED) and not self.work_in_progress
 
-    def snapshot(self) -> "Entry":
+    def snapshot(self) -> Entry:
         return replace(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,7 +89,7 @@ class Entry:
         }
 
     @classmethod
-    def from_dict(cls, name: str, data: Mapping[str, Any]) -> "Entry":
+    def from_dict(cls, name: str, data: Mapping[str, Any]) -> Entry:
         service = Service.from_dict(data.get("service") or {"name": name})
         if not service.name:
             service = replace(service, name=name)

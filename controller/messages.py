@@ -36,7 +36,7 @@ class Target:
         return {"host": self.host, "port": self.port, "weight": self.weight}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Target":
+    def from_dict(cls, data: Mapping[str, Any]) -> Target:
         return cls(host=str(data["host"]), port=int(data["port"]), weight=int(data.get("weight", 1)))
 
 
@@ -74,7 +74,7 @@ class Service:
         object.__setattr__(self, "targets", merge_targets(self.targets))
         object.__setattr__(self, "dns_names", tuple(self.dns_names))
 
-    def same_definition(self, other: "Service") -> bool:
+    def same_definition(self, other: Service) -> bool:
         """True when a provider would publish both the same way.
 
         The public IP is left out: only the IPAM step sets it, so a fresh
@@ -88,7 +88,7 @@ class Service:
             and self.requested_ip == other.requested_ip
         )
 
-    def with_provider_fields(self, other: "Service") -> "Service":
+    def with_provider_fields(self, other: Service) -> Service:
         """This service with the fields only a provider may set taken from ``other``."""
         return replace(self, targets=other.targets, tls=other.tls, dns_names=other.dns_names, port=other.port,
                        requested_ip=other.requested_ip, provider=other.provider or self.provider)
@@ -107,7 +107,7 @@ class Service:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Service":
+    def from_dict(cls, data: Mapping[str, Any]) -> Service:
         names = data.get("dns_names", data.get("dns_name")) or []
         if isinstance(names, str):
             names = [n for n in names.split(",") if n]
@@ -134,11 +134,11 @@ class Message:
     info: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
-    def reply(self, *, error: str = "", service: Service | None = None, info: str = "") -> "Message":
+    def reply(self, *, error: str = "", service: Service | None = None, info: str = "") -> Message:
         """The message an extension puts back after processing this one."""
         return replace(self, error=error, service=service or self.service, info=info or self.info)
 
-    def failed(self, error: str) -> "Message":
+    def failed(self, error: str) -> Message:
         return replace(self, error=error or "unknown error")
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 from controller.config import Section
 
@@ -19,7 +20,7 @@ class IPAllocConfig:
     db_file: str = ""
 
     @classmethod
-    def from_section(cls, section: Section) -> "IPAllocConfig":
+    def from_section(cls, section: Section) -> IPAllocConfig:
         network = section.cidr("network_cidr", required=True)
         start = section.ip("ip_start")
         end = section.ip("ip_end")
@@ -28,13 +29,13 @@ class IPAllocConfig:
             placeholder = ipaddress.ip_network("192.0.2.0/30")
             return cls(placeholder, placeholder[1], placeholder[2], db_file)
         usable_first, usable_last = usable_range(network)
-        first = start or usable_first
-        last = end or usable_last
+        first: Any = start or usable_first
+        last: Any = end or usable_last
         if start is not None and start not in network:
             section.error("ip_start", f"{start} is outside network_cidr {network}")
         if end is not None and end not in network:
             section.error("ip_end", f"{end} is outside network_cidr {network}")
-        if start is not None and end is not None and start.version == end.version and start > end:
+        if start is not None and end is not None and start.version == end.version and start > end:  # type: ignore[operator]
             section.error("ip_end", f"{end} comes before ip_start {start}")
         # The network and broadcast addresses are never given, even when
         # ip_start/ip_end name them.
@@ -49,7 +50,7 @@ class IPAllocConfig:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
-        return ip.version == self.first.version and self.first <= ip <= self.last
+        return ip.version == self.first.version and self.first <= ip <= self.last  # type: ignore[operator]
 
 
 def usable_range(network: IPNetwork) -> tuple[IPAddress, IPAddress]:
