@@ -415,7 +415,7 @@ class KempSimulator:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "KempSimulator":
+    async def __aenter__(self) -> KempSimulator:
         await self.start()
         return self
 

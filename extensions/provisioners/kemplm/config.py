@@ -28,7 +28,7 @@ class KempConfig:
     timeout: float = 10.0
 
     @classmethod
-    def from_section(cls, s: Section) -> "KempConfig":
+    def from_section(cls, s: Section) -> KempConfig:
         endpoint = s.str("endpoint", required=True).rstrip("/")
         if endpoint:
             parts = urlsplit(endpoint)
