@@ -1,0 +1,129 @@
+"""Blocking calls to one Consul agent, through py-consul.
+
+Every method blocks: the provisioner runs them with ``asyncio.to_thread``.
+py-consul's catalog wrappers cover the reads; the writes go through its HTTP
+client directly because its ``catalog.register`` sends node meta as query
+parameters (Consul ignores them there) and its ``txn.put`` sends no token.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import consul
+from consul.base import Response
+from consul.callback import CB
+from consul.exceptions import ACLPermissionDenied, ConsulException
+
+from extensions.provisioners.consul.config import ConsulConfig
+from extensions.provisioners.consul.records import (
+    MANAGED_KEY,
+    OWNER_KEY,
+    NameState,
+    OwnedNode,
+    Record,
+    ServiceInstance,
+    node_state,
+)
+
+# Seconds before a silent agent counts as unreachable; short enough that an
+# outage turns into an entry error well within the core's WIP timeout.
+REQUEST_TIMEOUT = 10.0
+
+
+class ConcurrentChange(ConsulException):
+    """Someone changed the node between our read and our write: nothing was written."""
+
+
+class ConsulCatalog:
+    def __init__(self, config: ConsulConfig):
+        self._client = consul.Consul(
+            host=config.host, port=config.port, scheme=config.scheme,
+            verify=config.ca_file or True, token=config.token or None,
+            connections_timeout=REQUEST_TIMEOUT,
+        )
+        # py-consul lets CONSUL_HTTP_TOKEN in the environment override the
+        # token it is given; the configured one must win (empty: anonymous).
+        self._client.token = config.token or None
+
+    # -- checks -------------------------------------------------------------
+    def leader(self) -> str:
+        return str(self._client.status.leader() or "")
+
+    def can_read_catalog(self) -> bool:
+        """True when the token sees the catalog: the `consul` service always has an instance.
+
+        With ACLs on, a token that may not read is not refused, its answers
+        are filtered; an empty answer is the only sign.
+        """
+        _, nodes = self._client.catalog.service("consul")
+        return bool(nodes)
+
+    # -- reads --------------------------------------------------------------
+    def read_name(self, name: str) -> NameState:
+        _, node = self._client.catalog.node(name)
+        checks: list[dict[str, Any]] = []
+        if node:
+            _, checks = self._client.health.node(name)
+        _, instances = self._client.catalog.service(name)
+        return NameState(
+            name=name,
+            node=node_state(node, checks or []),
+            instances=tuple(ServiceInstance(str(i.get("Node", "")), str((i.get("NodeMeta") or {}).get(OWNER_KEY, "")))
+                            for i in instances or []),
+        )
+
+    def owned_nodes(self, owner: str | None = None) -> list[OwnedNode]:
+        """Nodes Interlook wrote: for one entry, or (None) for every entry."""
+        meta = {OWNER_KEY: owner} if owner is not None else {MANAGED_KEY: "true"}
+        _, nodes = self._client.catalog.nodes(node_meta=meta)
+        owned = []
+        for n in nodes or []:
+            node_owner = str((n.get("Meta") or {}).get(OWNER_KEY, ""))
+            if node_owner and (owner is None or node_owner == owner):
+                owned.append(OwnedNode(str(n["Node"]), node_owner, int(n.get("ModifyIndex", 0))))
+        return owned
+
+    # -- writes -------------------------------------------------------------
+    def write(self, record: Record, modify_index: int) -> None:
+        """Register the record's node, service and check at once, over the node version we read."""
+        self._transaction(record.transaction(modify_index))
+
+    def remove(self, node: OwnedNode) -> bool:
+        """Deregister a node we own (with its service and check), unless it changed since listed.
+
+        Returns False when it was already gone or changed hands: either way
+        there is nothing of ours left to remove.
+        """
+        try:
+            self._transaction([{"Node": {"Verb": "delete-cas",
+                                         "Node": {"Node": node.name, "ModifyIndex": node.modify_index}}}])
+            return True
+        except ConcurrentChange:
+            _, current = self._client.catalog.node(node.name)
+            if current and (current.get("Node") or {}).get("Meta", {}).get(OWNER_KEY) == node.owner:
+                raise  # still ours but rewritten meanwhile: let the caller retry on fresh data
+            return False
+
+    def _transaction(self, operations: list[dict[str, Any]]) -> None:
+        headers = self._client.prepare_headers()
+        self._client.http.put(_transaction_result, "/v1/txn", data=json.dumps(operations), headers=headers)
+
+
+def _transaction_result(response: Response) -> None:
+    # Consul answers a refused transaction with 409 and the reason of each
+    # failed operation; py-consul's callbacks would turn that into a bare 409.
+    if response.code != 409:
+        CB.json()(response)
+        return
+    try:
+        errors = [str(e.get("What", "")) for e in json.loads(response.body).get("Errors") or []]
+    except (ValueError, AttributeError):
+        errors = [response.body]
+    text = "; ".join(errors) or "transaction refused"
+    if "permission denied" in text.lower():
+        raise ACLPermissionDenied(text)
+    if "index is stale" in text:
+        raise ConcurrentChange(text)
+    raise ConsulException(f"transaction refused: {text}")

@@ -1,0 +1,183 @@
+"""provisioner.consul: publish each entry's DNS names as Consul external nodes.
+
+Each ``add``/``update`` plans the entry's records against what Consul holds
+(for the names it wants, and for every node marked as the entry's) and
+applies only the difference; a ``delete`` removes every node marked as the
+entry's.  A background reconcile removes the records of entries the core no
+longer has (left behind by a crash between two steps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import requests
+from consul.exceptions import ACLPermissionDenied, ConsulException
+
+from controller.extension import BaseExtension, ExtensionContext
+from controller.messages import Action, Message
+from extensions.provisioners.consul.client import ConcurrentChange, ConsulCatalog
+from extensions.provisioners.consul.config import ConsulConfig
+from extensions.provisioners.consul.records import OwnedNode, Plan, Record, normalize_names, plan_entry
+
+
+class ConsulSetupError(RuntimeError):
+    """Consul cannot be used as configured; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    written: tuple[Record, ...] = ()
+    removed: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
+
+
+class ConsulProvisioner(BaseExtension):
+    name = "provisioner.consul"
+
+    def __init__(self, config: ConsulConfig, context: ExtensionContext | None = None):
+        super().__init__(context)
+        self.config = config
+        self.catalog = ConsulCatalog(config)
+
+    # -- lifecycle ------------------------------------------------------------
+    async def setup(self) -> None:
+        url = self.config.url
+        try:
+            leader = await asyncio.to_thread(self.catalog.leader)
+            readable = await asyncio.to_thread(self.catalog.can_read_catalog)
+        except ACLPermissionDenied as exc:
+            raise ConsulSetupError(f"Consul at {url} refused the token ({self._clean(exc)}); "
+                                   "check dns.consul.token / tokenFile") from None
+        except (requests.RequestException, ConsulException) as exc:
+            raise ConsulSetupError(f"cannot reach Consul at {url}: {self._clean(exc)}") from None
+        if not leader:
+            raise ConsulSetupError(f"Consul at {url} answers but has no cluster leader")
+        if not readable:
+            raise ConsulSetupError(
+                f"Consul at {url} shows an empty catalog to this token: with ACLs enabled it needs "
+                "node:write and service:write (set dns.consul.token or tokenFile; none is set)"
+                if not self.config.token else
+                f"Consul at {url} shows an empty catalog to the configured token: it needs node:write and "
+                "service:write")
+        self.log.info("Consul at %s ready (leader %s)", url, leader)
+
+    async def handle(self, message: Message) -> Message:
+        if message.action in (Action.ADD, Action.UPDATE):
+            return await self._publish(message)
+        if message.action is Action.DELETE:
+            return await self._unpublish(message)
+        return message
+
+    async def run_background(self) -> None:
+        """Every reconcileInterval, remove the records of entries that no longer exist.
+
+        The first pass waits one interval (at start the core may not know its
+        entries yet), and an owner must be found missing on two passes in a
+        row before its records go: a brief gap in the entries never costs DNS.
+        """
+        suspects: set[str] = set()
+        while True:
+            await asyncio.sleep(self.config.reconcile_interval)
+            try:
+                suspects = await self.reconcile(suspects)
+            except (requests.RequestException, ConsulException) as exc:
+                self.log.warning("reconcile skipped: Consul error: %s", self._clean(exc))
+
+    # -- the work -------------------------------------------------------------
+    async def _publish(self, message: Message) -> Message:
+        service = message.service
+        if not service.public_ip:
+            return message.failed(f"{self.name}: {service.name} has no public IP "
+                                  "(an IPAM step must come before provisioner.consul)")
+        names, invalid = normalize_names(service.dns_names)
+        if invalid:
+            return message.failed(f"{self.name}: not valid DNS names: {', '.join(invalid)}")
+        port = self.config.public_port(service.tls, service.port)
+        desired = [Record(n, service.name, service.public_ip, port) for n in names]
+        try:
+            outcome = await asyncio.to_thread(self._sync_entry, service.name, desired)
+        except (requests.RequestException, ConsulException) as exc:
+            return message.failed(self._describe(exc))
+        if outcome.conflicts:
+            return message.failed(f"{self.name}: " + "; ".join(outcome.conflicts) + " (left unchanged)")
+        self._log_outcome(service.name, outcome)
+        return message.reply()
+
+    async def _unpublish(self, message: Message) -> Message:
+        try:
+            outcome = await asyncio.to_thread(self._sync_entry, message.service.name, [])
+        except (requests.RequestException, ConsulException) as exc:
+            return message.failed(self._describe(exc))
+        self._log_outcome(message.service.name, outcome)
+        return message.reply()
+
+    def _sync_entry(self, owner: str, desired: list[Record]) -> Outcome:
+        """Blocking: read, plan, apply only the difference.  No desired record: remove them all."""
+        states = {r.name: self.catalog.read_name(r.name) for r in desired}
+        plan: Plan = plan_entry(desired, states, self.catalog.owned_nodes(owner))
+        if plan.conflicts:
+            return Outcome(conflicts=plan.conflicts)
+        for record, modify_index in plan.write:
+            self.catalog.write(record, modify_index)
+        removed = tuple(node.name for node in plan.remove if self.catalog.remove(node))
+        return Outcome(written=tuple(r for r, _ in plan.write), removed=removed)
+
+    async def reconcile(self, suspects: set[str] | None = None) -> set[str]:
+        """One reconcile pass; returns the owners found orphaned this time.
+
+        Records of an owner go only when it was already a suspect (orphaned
+        on the previous pass too) and is still absent from the entries while
+        we hold that entry's lock, so a message being handled never races us.
+        """
+        owned = await asyncio.to_thread(self.catalog.owned_nodes, None)
+        live = self.context.entries()
+        orphaned: dict[str, list[OwnedNode]] = {}
+        for node in owned:
+            if node.owner not in live:
+                orphaned.setdefault(node.owner, []).append(node)
+        for owner, nodes in orphaned.items():
+            if suspects is not None and owner in suspects:
+                await self._remove_orphans(owner, nodes)
+        return set(orphaned)
+
+    async def _remove_orphans(self, owner: str, nodes: list[OwnedNode]) -> None:
+        # The same per-entry lock the message loop takes (see BaseExtension._process).
+        lock = self._service_locks.setdefault(owner, asyncio.Lock())
+        try:
+            async with lock:
+                if owner in self.context.entries():
+                    return
+                for node in nodes:
+                    try:
+                        if await asyncio.to_thread(self.catalog.remove, node):
+                            self.log.info("removed orphan record %s (entry %s no longer exists)", node.name, owner)
+                    except ConcurrentChange:
+                        self.log.info("orphan record %s changed meanwhile; next pass decides", node.name)
+        finally:
+            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+                self._service_locks.pop(owner, None)
+
+    # -- wording --------------------------------------------------------------
+    def _log_outcome(self, owner: str, outcome: Outcome) -> None:
+        for record in outcome.written:
+            self.log.info("%s: registered %s -> %s:%d (DNS %s)", owner, record.name, record.address, record.port,
+                          record.dns_query(self.config.domain))
+        for name in outcome.removed:
+            self.log.info("%s: deregistered %s", owner, name)
+
+    def _describe(self, exc: Exception) -> str:
+        """An entry error for a failed Consul call; never shows the token."""
+        if isinstance(exc, ACLPermissionDenied):
+            return f"{self.name}: Consul denied the change ({self._clean(exc)}); the token needs node:write and " \
+                   "service:write"
+        if isinstance(exc, ConcurrentChange):
+            return f"{self.name}: a record changed in Consul while being written; will retry ({self._clean(exc)})"
+        if isinstance(exc, requests.RequestException):
+            return f"{self.name}: cannot reach Consul at {self.config.url}: {type(exc).__name__}"
+        return f"{self.name}: Consul error: {self._clean(exc)}"
+
+    def _clean(self, exc: BaseException) -> str:
+        text = str(exc).strip() or type(exc).__name__
+        return text.replace(self.config.token, "<token>") if self.config.token else text

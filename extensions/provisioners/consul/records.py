@@ -1,0 +1,216 @@
+"""The Consul records of one entry: what should exist, what does, and whose it is.
+
+Pure data and comparisons, no I/O, so that the rules (shape compatible with
+the Go Interlook, ownership, "no write when nothing changed") can be read and
+tested without an agent.  The record of a DNS name is an external node named
+after the name (address = the public IP) carrying one service of the same
+name and one passing check; node meta marks it as Interlook's, for one entry.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+# The Go program's mark for nodes that are not Consul agents (ESM, DNS views).
+EXTERNAL_KEY = "external-node"
+# Ours: every record Interlook writes says so, and for which entry.
+MANAGED_KEY = "interlook-managed"
+OWNER_KEY = "interlook-owner"
+CHECK_NAME = "interlook"
+CHECK_NOTES = "Published by Interlook; the check is always passing."
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DNS_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+
+
+def normalize_names(names: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The DNS names as Consul will hold them (lower case, no final dot), and the invalid ones."""
+    valid: list[str] = []
+    invalid: list[str] = []
+    for raw in names:
+        name = raw.strip().rstrip(".").lower()
+        if not name:
+            continue
+        if len(name) > 253 or not _DNS_NAME.match(name):
+            invalid.append(raw)
+        elif name not in valid:
+            valid.append(name)
+    return valid, invalid
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    id: str
+    name: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class CheckState:
+    id: str
+    service_id: str
+    name: str
+    status: str
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """A node as the catalog holds it."""
+
+    name: str
+    address: str
+    meta: Mapping[str, str]
+    modify_index: int
+    services: tuple[ServiceState, ...] = ()
+    checks: tuple[CheckState, ...] = ()
+
+    @property
+    def owner(self) -> str:
+        """The entry this node belongs to; empty when Interlook did not write it."""
+        return self.meta.get(OWNER_KEY, "")
+
+
+@dataclass(frozen=True)
+class ServiceInstance:
+    """One instance of a service, on whichever node, with that node's owner."""
+
+    node: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class NameState:
+    """Everything in Consul that answers to one DNS name."""
+
+    name: str
+    node: NodeState | None
+    instances: tuple[ServiceInstance, ...] = ()
+
+
+@dataclass(frozen=True)
+class OwnedNode:
+    """A node Interlook wrote, as listed by its ownership mark."""
+
+    name: str
+    owner: str
+    modify_index: int
+
+
+@dataclass(frozen=True)
+class Record:
+    """What Consul should hold for one DNS name of one entry."""
+
+    name: str
+    owner: str
+    address: str
+    port: int
+    meta: Mapping[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "meta", {EXTERNAL_KEY: "true", MANAGED_KEY: "true", OWNER_KEY: self.owner})
+
+    def dns_query(self, domain: str) -> str:
+        """The name Consul's DNS answers for this record.
+
+        Consul reads a single label before ``.service.`` as the service name,
+        so a dotted name is only answered as a node (``<name>.node.<domain>``).
+        """
+        kind = "node" if "." in self.name else "service"
+        return f"{self.name}.{kind}.{domain}"
+
+    @property
+    def check_id(self) -> str:
+        return f"service:{self.name}"
+
+    def conflict(self, state: NameState) -> str:
+        """Why this record may not be written over what Consul holds; empty when it may."""
+        if state.node is not None and state.node.owner != self.owner:
+            return f"{self.name} is already in Consul as node {state.node.name}, owned by {_who(state.node.owner)}"
+        for instance in state.instances:
+            if instance.node != self.name:
+                return (f"{self.name} is already in Consul as a service on node {instance.node}, "
+                        f"owned by {_who(instance.owner)}")
+        return ""
+
+    def is_current(self, node: NodeState | None) -> bool:
+        """True when Consul already holds exactly this record (extra items are left alone)."""
+        if node is None or node.address != self.address:
+            return False
+        if any(node.meta.get(k) != v for k, v in self.meta.items()):
+            return False
+        wanted_service = ServiceState(self.name, self.name, self.address, self.port)
+        wanted_check = CheckState(self.check_id, self.name, CHECK_NAME, "passing")
+        return wanted_service in node.services and wanted_check in node.checks
+
+    def transaction(self, modify_index: int) -> list[dict[str, Any]]:
+        """One atomic write: the node only if it is still the version we read (0: absent), its service, its check.
+
+        A compare-and-set on the node is what makes ownership safe against a
+        concurrent writer: if anyone changed the node since we read it, the
+        whole transaction is refused and nothing is written.
+        """
+        return [
+            {"Node": {"Verb": "cas", "Node": {
+                "Node": self.name, "Address": self.address, "Meta": dict(self.meta),
+                "ModifyIndex": modify_index}}},
+            {"Service": {"Verb": "set", "Node": self.name, "Service": {
+                "ID": self.name, "Service": self.name, "Address": self.address, "Port": self.port}}},
+            {"Check": {"Verb": "set", "Check": {
+                "Node": self.name, "CheckID": self.check_id, "Name": CHECK_NAME, "Status": "passing",
+                "ServiceID": self.name, "Notes": CHECK_NOTES}}},
+        ]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The writes that bring one entry's records in Consul to what it wants."""
+
+    write: tuple[tuple[Record, int], ...] = ()   # (record, ModifyIndex to compare-and-set; 0: new node)
+    remove: tuple[OwnedNode, ...] = ()
+    conflicts: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.write or self.remove or self.conflicts)
+
+
+def plan_entry(desired: Iterable[Record], states: Mapping[str, NameState], owned: Iterable[OwnedNode]) -> Plan:
+    """Diff what an entry wants with what Consul holds; a conflict means write nothing at all."""
+    wanted = list(desired)
+    conflicts = tuple(c for r in wanted if (c := r.conflict(states[r.name])))
+    if conflicts:
+        return Plan(conflicts=conflicts)
+    write = tuple(
+        (r, node.modify_index if (node := states[r.name].node) is not None else 0)
+        for r in wanted if not r.is_current(states[r.name].node)
+    )
+    names = {r.name for r in wanted}
+    remove = tuple(n for n in owned if n.name not in names)
+    return Plan(write=write, remove=remove)
+
+
+def node_state(node: Mapping[str, Any] | None, checks: Iterable[Mapping[str, Any]]) -> NodeState | None:
+    """A NodeState from /v1/catalog/node/<name> and /v1/health/node/<name> answers."""
+    if not node or not node.get("Node"):
+        return None
+    info = node["Node"]
+    services = tuple(
+        ServiceState(str(s.get("ID", "")), str(s.get("Service", "")), str(s.get("Address", "")),
+                     int(s.get("Port", 0) or 0))
+        for s in (node.get("Services") or {}).values()
+    )
+    check_states = tuple(
+        CheckState(str(c.get("CheckID", "")), str(c.get("ServiceID", "")), str(c.get("Name", "")),
+                   str(c.get("Status", "")))
+        for c in checks
+    )
+    return NodeState(name=str(info["Node"]), address=str(info.get("Address", "")),
+                     meta=dict(info.get("Meta") or {}), modify_index=int(info.get("ModifyIndex", 0)),
+                     services=services, checks=check_states)
+
+
+def _who(owner: str) -> str:
+    return f"Interlook entry {owner}" if owner else "something other than Interlook"
