@@ -8,7 +8,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 export INTERLOOK_STATE="${INTERLOOK_STATE:-$ROOT/.env}"
-COMPONENTS="${INTERLOOK_COMPONENTS:-kube consul docker}"
+COMPONENTS="${INTERLOOK_COMPONENTS:-kube consul docker simulators}"
 mkdir -p "$INTERLOOK_STATE"
 
 case "${1:-}" in
