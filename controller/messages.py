@@ -63,8 +63,10 @@ class Service:
     tls: bool = False
     public_ip: str = ""
     dns_names: tuple[str, ...] = ()
-    # The port the provider would like on the public side (the Kubernetes
-    # Service port); provisioners fall back to their own defaults when 0.
+    # The port the service listens on in the platform (the Kubernetes
+    # Service port).  The DNS step uses it as the registered service port
+    # unless configured otherwise; load balancers publish on their own
+    # httpPort/httpsPort, as the Go program did.
     port: int = 0
     # An address the user asked for (Kubernetes `interlook.io/ip`); the IPAM
     # step gives it or fails, it never silently gives another one.
