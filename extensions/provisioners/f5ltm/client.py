@@ -1,0 +1,172 @@
+"""A small async iControl REST client: token session, requests, and the appliance's errors.
+
+Only what the provisioner needs.  The token is taken with
+``/mgmt/shared/authn/login`` and renewed before it expires (and once more if
+the appliance answers 401 anyway, e.g. after a restart dropped its tokens).
+Errors keep the appliance's status and message, never a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import Any, Callable
+from urllib.parse import quote
+
+import httpx
+
+from extensions.provisioners.f5ltm.config import F5Config
+
+log = logging.getLogger("interlook.provisioner.f5ltm.client")
+
+# Renew the token when less than this share of its lifetime is left (at least 30 s).
+_RENEW_SHARE = 0.1
+_RENEW_MIN = 30.0
+
+
+class BigIPError(Exception):
+    """The BIG-IP answered with an error: HTTP status plus its own message."""
+
+    def __init__(self, status: int, message: str, method: str, path: str):
+        self.status = status
+        self.message = message
+        self.method = method
+        self.path = path
+        super().__init__(f"BIG-IP answered {status} to {method} {path}: {message}")
+
+
+class BigIPUnreachable(Exception):
+    """No answer at all: connection refused, TLS failure, timeout."""
+
+
+def uri_id(full_path: str) -> str:
+    """``/Common/Drafts/p`` -> ``~Common~Drafts~p``, as iControl REST wants it in URIs."""
+    return quote(full_path.replace("/", "~"), safe="~:.-_%")
+
+
+def _describe_transport_error(exc: httpx.HTTPError, url: str) -> str:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (f"TLS certificate of {url} could not be verified ({cause.verify_message}); "
+                    "set caFile to the CA that signed it")
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake with {url} failed ({cause.reason or cause})"
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer from {url} in time ({type(exc).__name__})"
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect to {url}: {exc or 'connection refused'}"
+    return f"connection to {url} failed: {type(exc).__name__}: {exc}"
+
+
+def _verify(config: F5Config) -> ssl.SSLContext | bool:
+    if config.insecure_skip_verify:
+        return False
+    if config.ca_file:
+        return ssl.create_default_context(cafile=config.ca_file)
+    return True
+
+
+class BigIPClient:
+    """One token session with one BIG-IP, shared by every message being handled."""
+
+    def __init__(self, config: F5Config, *, clock: Callable[[], float] = time.monotonic,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        self.config = config
+        self.clock = clock
+        self._http = httpx.AsyncClient(base_url=config.base_url, verify=_verify(config),
+                                       timeout=config.request_timeout, transport=transport,
+                                       headers={"Content-Type": "application/json"})
+        self._token = ""
+        self._renew_at = 0.0
+        self._login_lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    # -- session -----------------------------------------------------------
+    async def login(self) -> None:
+        """Take a fresh token (the password goes in this request body only)."""
+        body = {"username": self.config.username, "password": self.config.password,
+                "loginProviderName": self.config.auth_provider}
+        path = "/mgmt/shared/authn/login"
+        response = await self._send("POST", path, body, token=None)
+        if response.status_code == 401:
+            raise BigIPError(401, f"login as {self.config.username!r} refused: "
+                                  f"{_message(response)}", "POST", path)
+        if response.status_code >= 400:
+            raise BigIPError(response.status_code, _message(response), "POST", path)
+        token = response.json().get("token") or {}
+        value = str(token.get("token", ""))
+        if not value:
+            raise BigIPError(response.status_code, "login answer holds no token", "POST", path)
+        lifetime = float(token.get("timeout") or 1200)
+        self._token = value
+        self._renew_at = self.clock() + lifetime - max(lifetime * _RENEW_SHARE, min(_RENEW_MIN, lifetime / 2))
+        log.debug("logged in to %s, token valid for %.0fs", self.config.base_url, lifetime)
+
+    async def _ensure_token(self, stale: str | None = None) -> str:
+        async with self._login_lock:
+            # Another message may have renewed it while we waited for the lock.
+            if self._token and self._token != stale and self.clock() < self._renew_at:
+                return self._token
+            await self.login()
+            return self._token
+
+    # -- requests ------------------------------------------------------------
+    async def _send(self, method: str, path: str, body: Any, token: str | None) -> httpx.Response:
+        headers = {"X-F5-Auth-Token": token} if token else {}
+        try:
+            return await self._http.request(method, path, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise BigIPUnreachable(_describe_transport_error(exc, self.config.base_url)) from None
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        """The JSON answer of a call; BigIPError on an error status."""
+        token = await self._ensure_token()
+        response = await self._send(method, path, body, token)
+        if response.status_code == 401:
+            # Dropped or expired despite our bookkeeping: log in once more.
+            token = await self._ensure_token(stale=token)
+            response = await self._send(method, path, body, token)
+        if response.status_code >= 400:
+            raise BigIPError(response.status_code, _message(response), method, path.split("?")[0])
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError:
+            return {}
+
+    async def get(self, path: str) -> Any | None:
+        """The object at ``path``, or None when the BIG-IP says it does not exist."""
+        try:
+            return await self.request("GET", path)
+        except BigIPError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def delete(self, path: str) -> bool:
+        """Delete; True when deleted, False when it was already gone."""
+        try:
+            await self.request("DELETE", path)
+        except BigIPError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:200] if text else response.reason_phrase
+    if isinstance(data, dict) and data.get("message"):
+        return str(data["message"])
+    return response.reason_phrase
