@@ -166,10 +166,13 @@ if __name__ == "__main__":  # a quick manual check: python -m tests.consul.agent
     if binary is None:
         sys.exit("no consul binary (bash scripts/build-binaries.sh consul)")
     agent = ConsulAgent(binary, Path(tempfile.mkdtemp(prefix="consul-agent-")), acl="--acl" in sys.argv)
+    # SIGTERM would end Python without running `finally`, orphaning the agent.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     agent.start()
     print(f"export CONSUL_HTTP_ADDR={agent.http_addr}\nexport CONSUL_DNS_PORT={agent.dns_port}")
     if agent.acl:
         print(f"export CONSUL_HTTP_TOKEN={agent.bootstrap_token}")
+    sys.stdout.flush()
     try:
         signal.pause()
     finally:
