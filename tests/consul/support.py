@@ -64,5 +64,14 @@ def deregister(url: str, node: str) -> None:
     requests.put(f"{url}/v1/catalog/deregister", json={"Node": node}, timeout=10).raise_for_status()
 
 
+def remove_test_records(url: str, marker: str) -> None:
+    """Deregister the Interlook records whose name carries ``marker``: a shared agent stays clean."""
+    response = requests.get(f"{url}/v1/catalog/nodes", params={"node-meta": "interlook-managed:true"}, timeout=10)
+    response.raise_for_status()
+    for node in response.json():
+        if marker in node["Node"]:
+            deregister(url, node["Node"])
+
+
 def _headers(token: str) -> dict[str, str]:
     return {"X-Consul-Token": token} if token else {}

@@ -14,6 +14,7 @@ from tests.consul.support import (
     owned_nodes,
     provisioner,
     register_foreign,
+    remove_test_records,
     service,
 )
 
@@ -21,10 +22,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.consul]
 
 
 @pytest.fixture
-async def consul(consul_agent: AgentAddress):
+async def consul(consul_agent: AgentAddress, unique: str):
     prov = provisioner(consul_agent.url)
     await prov.setup()
-    return prov
+    yield prov
+    remove_test_records(consul_agent.url, unique)
 
 
 async def test_add_registers_a_node_a_service_and_a_passing_check(consul, consul_agent, unique):
@@ -52,7 +54,7 @@ async def test_registration_answers_through_consul_dns(consul, consul_agent, dig
     assert dns_lookup(dig, consul_agent.dns_port, f"{dotted}.node.consul") == ["10.20.0.8"]
 
 
-async def test_ports_follow_tls_then_the_service_port_then_the_config(consul_agent, unique):
+async def test_ports_follow_tls_then_the_service_port_then_the_config(consul, consul_agent, unique):
     default = provisioner(consul_agent.url)
     configured = provisioner(consul_agent.url, service_port=8080, tls_service_port=8443)
     cases = [
