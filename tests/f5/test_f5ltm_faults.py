@@ -1,0 +1,165 @@
+"""provisioner.f5ltm when the BIG-IP misbehaves: tokens, 5xx, TLS, refused logins, conflicts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from controller.extension import ExtensionContext
+from controller.messages import Action, Message
+from extensions.provisioners.f5ltm import F5Provisioner
+from tests.f5.helpers import make_config, message, service
+from tests.simulators.f5 import F5Simulator
+from tests.simulators.tlsutil import ensure_tls
+
+pytestmark = [pytest.mark.integration, pytest.mark.f5]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_expired_token_is_renewed_and_the_message_succeeds(bigip, provisioner_factory):
+    f5 = await provisioner_factory()
+    await f5.handle(message(Action.ADD, service()))
+    bigip.expire_tokens()
+
+    reply = await f5.handle(message(Action.UPDATE, service(targets=(("10.0.0.5", 30080, 1),))))
+
+    assert reply.error == ""
+    assert bigip.stats.logins == 2
+    assert bigip.stats.unauthorized == 1
+
+
+async def test_token_is_renewed_before_it_expires(bigip, provisioner_factory):
+    clock = FakeClock()
+    f5 = await provisioner_factory(clock=clock)
+    await f5.handle(message(Action.ADD, service()))
+    clock.now += 1200 - 30  # the simulator's tokens live 1200 s: close to the end now
+
+    reply = await f5.handle(message(Action.DELETE, service()))
+
+    assert reply.error == ""
+    assert bigip.stats.logins == 2
+    assert bigip.stats.unauthorized == 0  # renewed ahead, never refused
+
+
+async def test_5xx_becomes_the_error_then_the_retry_succeeds(bigip, provisioner_factory):
+    f5 = await provisioner_factory()
+    bigip.faults.error_rate = 1.0
+    bigip.faults.error_status = 503
+
+    failed = await f5.handle(message(Action.ADD, service()))
+
+    assert failed.error.startswith("provisioner.f5ltm: BIG-IP answered 503")
+    assert "admin" not in failed.error.replace("/mgmt", "")
+
+    bigip.faults.error_rate = 0.0
+    healed = await f5.handle(message(Action.ADD, service()))
+
+    assert healed.error == ""
+    assert "/Common/interlook_shop_web" in bigip.state.virtuals
+
+
+async def test_flaky_appliance_converges(bigip, provisioner_factory):
+    """Some answers fail at random: each retry goes further, and the end state is complete."""
+    f5 = await provisioner_factory(update_mode="policy")
+    bigip.faults.error_rate = 0.3
+    svc = service(targets=(("10.0.0.1", 30080, 1), ("10.0.0.2", 30080, 1), ("10.0.0.3", 30080, 1)))
+    for _ in range(30):
+        if (await f5.handle(message(Action.ADD, svc))).error == "":
+            break
+    bigip.faults.error_rate = 0.0
+
+    assert (await f5.handle(message(Action.ADD, svc))).error == ""
+    assert len(bigip.state.members["/Common/interlook_shop_web"]) == 3
+    assert bigip.state.drafts() == []
+
+
+async def test_appliance_down_is_an_error_naming_the_endpoint(bigip, provisioner_factory):
+    f5 = await provisioner_factory()
+    bigip.faults.down = True
+
+    reply = await f5.handle(message(Action.ADD, service()))
+
+    assert bigip.url in reply.error
+    bigip.faults.down = False
+    assert (await f5.handle(message(Action.ADD, service()))).error == ""
+
+
+async def test_conflict_answered_409_is_reported_with_the_appliance_message(bigip, provisioner_factory):
+    f5 = await provisioner_factory()
+    await f5.handle(message(Action.ADD, service("shop/web")))
+
+    reply = await f5.handle(message(Action.ADD, service("shop/other")))  # same public IP and port
+
+    assert "BIG-IP answered 409" in reply.error
+    assert "illegally shares destination address" in reply.error
+
+
+async def test_wrong_ca_fails_start_with_a_clear_tls_error(bigip, tmp_path):
+    other_ca = ensure_tls(tmp_path / "other").ca_file
+    f5 = F5Provisioner(make_config(bigip, ca_file=str(other_ca)), ExtensionContext("provisioner.f5ltm"))
+
+    with pytest.raises(RuntimeError) as caught:
+        await f5.setup()
+
+    text = str(caught.value)
+    assert "TLS certificate" in text and "could not be verified" in text and "caFile" in text
+    assert bigip.stats.logins == 0
+
+
+async def test_system_cas_do_not_trust_the_simulator(bigip):
+    f5 = F5Provisioner(make_config(bigip, ca_file=""), ExtensionContext("provisioner.f5ltm"))
+
+    with pytest.raises(RuntimeError, match="could not be verified"):
+        await f5.setup()
+
+
+async def test_refused_login_fails_start_without_the_password(bigip):
+    f5 = F5Provisioner(make_config(bigip, password="s3cret-wrong"), ExtensionContext("provisioner.f5ltm"))
+
+    with pytest.raises(RuntimeError) as caught:
+        await f5.setup()
+
+    assert "login as 'admin' refused" in str(caught.value)
+    assert "s3cret-wrong" not in str(caught.value)
+    assert "s3cret-wrong" not in repr(f5.config)
+
+
+async def test_unreachable_endpoint_fails_start(sim_tls):
+    simulator = F5Simulator(tls=sim_tls)
+    await simulator.start()
+    url = simulator.url
+    await simulator.stop()
+    f5 = F5Provisioner(make_config(simulator, http_endpoint=url), ExtensionContext("provisioner.f5ltm"))
+
+    with pytest.raises(RuntimeError, match="cannot connect"):
+        await f5.setup()
+
+
+async def test_runs_through_the_extension_contract(bigip):
+    """start(receive, send) answers every message on the send queue, errors included; stop() ends it."""
+    f5 = F5Provisioner(make_config(bigip), ExtensionContext("provisioner.f5ltm"))
+    receive: asyncio.Queue[Message] = asyncio.Queue()
+    send: asyncio.Queue[Message] = asyncio.Queue()
+    runner = asyncio.create_task(f5.start(receive, send))
+    await f5.wait_ready()
+
+    await receive.put(message(Action.ADD, service()))
+    added = await asyncio.wait_for(send.get(), 30)
+    await receive.put(message(Action.ADD, service(public_ip="")))
+    failed = await asyncio.wait_for(send.get(), 30)
+    await receive.put(message(Action.DELETE, service()))
+    deleted = await asyncio.wait_for(send.get(), 30)
+    await f5.stop()
+    await asyncio.wait_for(runner, 30)
+
+    assert (added.error, deleted.error) == ("", "")
+    assert "no public IP" in failed.error
+    assert bigip.state.pools == {} and bigip.state.virtuals == {}
