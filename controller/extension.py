@@ -21,7 +21,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Callable, Mapping, Protocol, runtime_checkable
 
 from controller.messages import Message, Service
 
@@ -149,6 +149,21 @@ class BaseExtension:
         if self._running:
             await self._stopped.wait()
 
+    @contextlib.asynccontextmanager
+    async def entry_lock(self, name: str) -> AsyncIterator[None]:
+        """Hold the lock the message loop takes for ``name``.
+
+        Background work (a reconcile) that touches one entry's records takes
+        it so that it never races a message for the same entry.
+        """
+        lock = self._service_locks.setdefault(name, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+                self._service_locks.pop(name, None)
+
     # -- internals --------------------------------------------------------
     async def _loop(self, receive: MessageQueue, send: MessageQueue, background: asyncio.Task[Any]) -> None:
         limit = asyncio.Semaphore(self.concurrency)
@@ -188,9 +203,8 @@ class BaseExtension:
 
     async def _process(self, message: Message, send: MessageQueue, limit: asyncio.Semaphore) -> None:
         key = message.service.name
-        lock = self._service_locks.setdefault(key, asyncio.Lock())
         try:
-            async with lock:
+            async with self.entry_lock(key):
                 try:
                     reply = await self.handle(message)
                 except asyncio.CancelledError:
@@ -203,8 +217,6 @@ class BaseExtension:
                 await send.put(reply)
         finally:
             limit.release()
-            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
-                self._service_locks.pop(key, None)
 
 
 def _reason(exc: BaseException) -> str:

@@ -143,21 +143,16 @@ class ConsulProvisioner(BaseExtension):
         return set(orphaned)
 
     async def _remove_orphans(self, owner: str, nodes: list[OwnedNode]) -> None:
-        # The same per-entry lock the message loop takes (see BaseExtension._process).
-        lock = self._service_locks.setdefault(owner, asyncio.Lock())
-        try:
-            async with lock:
-                if owner in self.context.entries():
-                    return
-                for node in nodes:
-                    try:
-                        if await asyncio.to_thread(self.catalog.remove, node):
-                            self.log.info("removed orphan record %s (entry %s no longer exists)", node.name, owner)
-                    except ConcurrentChange:
-                        self.log.info("orphan record %s changed meanwhile; next pass decides", node.name)
-        finally:
-            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
-                self._service_locks.pop(owner, None)
+        # The same per-entry lock the message loop takes.
+        async with self.entry_lock(owner):
+            if owner in self.context.entries():
+                return
+            for node in nodes:
+                try:
+                    if await asyncio.to_thread(self.catalog.remove, node):
+                        self.log.info("removed orphan record %s (entry %s no longer exists)", node.name, owner)
+                except ConcurrentChange:
+                    self.log.info("orphan record %s changed meanwhile; next pass decides", node.name)
 
     # -- wording --------------------------------------------------------------
     def _log_outcome(self, owner: str, outcome: Outcome) -> None:
