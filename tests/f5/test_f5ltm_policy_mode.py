@@ -76,7 +76,9 @@ async def test_dns_name_change_rewrites_the_rule_through_a_draft(bigip, provisio
     reply = await f5.handle(message(Action.UPDATE, service(dns=("shop.example.com", "www.example.com"))))
 
     assert reply.error == ""
-    assert sorted(rule(bigip)["conditions"][0]["values"]) == ["shop.example.com", "www.example.com"]
+    changed = rule(bigip)
+    assert changed is not None
+    assert sorted(changed["conditions"][0]["values"]) == ["shop.example.com", "www.example.com"]
     assert len(bigip.state.rules[HTTP_POLICY]) == 1
     assert bigip.state.drafts() == []
 

@@ -265,9 +265,7 @@ class F5Simulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.tls.server_context())
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[union-attr]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])  # the real port when 0 asked for a free one
         self.url = f"https://{self.host}:{self.port}"
         return self.url
 
@@ -691,10 +689,11 @@ class F5Simulator:
                 return self._member_view(request, pool, member)
             raise F5Error(405, "Method not allowed", api_error=None)
         full_path = path_from_uri_id(tail[0], pool["partition"])
-        member = members.get(full_path)
-        if member is None:
+        found = members.get(full_path)
+        if found is None:
             host, port = member_parts(full_path)
             raise self._not_found("Pool Member", f"{pool['fullPath']} {full_path.rsplit('/', 1)[0]}/{host} {port}")
+        member = found
         if method == "GET":
             return self._member_view(request, pool, member)
         if method in ("PATCH", "PUT"):
@@ -778,9 +777,10 @@ class F5Simulator:
             self.state.nodes[full_path] = node
             return view(node)
         full_path = path_from_uri_id(tail[0])
-        node = self.state.nodes.get(full_path)
-        if node is None:
+        found = self.state.nodes.get(full_path)
+        if found is None:
             raise self._not_found("Node", full_path)
+        node = found
         if method == "GET":
             return view(node)
         if method in ("PATCH", "PUT"):
@@ -884,9 +884,10 @@ class F5Simulator:
             self.state.virtuals[full_path] = virtual
             return self._virtual_view(request, virtual)
         full_path = path_from_uri_id(tail[0])
-        virtual = self.state.virtuals.get(full_path)
-        if virtual is None:
+        found = self.state.virtuals.get(full_path)
+        if found is None:
             raise self._not_found("Virtual Server", full_path)
+        virtual = found
         if len(tail) > 1:
             if tail[1] in ("profiles", "policies") and method == "GET":
                 items = [{"name": p.rsplit("/", 1)[-1], "fullPath": p} for p in virtual.get(tail[1], [])]
