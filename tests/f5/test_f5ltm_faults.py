@@ -163,3 +163,31 @@ async def test_runs_through_the_extension_contract(bigip):
     assert (added.error, deleted.error) == ("", "")
     assert "no public IP" in failed.error
     assert bigip.state.pools == {} and bigip.state.virtuals == {}
+
+
+async def test_stopping_gives_the_token_back(bigip, provisioner_factory):
+    f5 = await provisioner_factory()
+    assert len(bigip.tokens) == 1
+
+    await f5.teardown()
+
+    assert bigip.tokens == {}
+
+
+async def test_lost_answer_to_create_draft_leaves_no_draft(bigip, provisioner_factory):
+    """The draft is made but the answer is a 5xx (as after a timeout): the draft is still cleaned up."""
+    f5 = await provisioner_factory(update_mode="policy")
+    original = bigip._create_draft
+
+    def create_then_fail(request, policy):
+        original(request, policy)
+        from tests.simulators.f5 import F5Error
+
+        raise F5Error(503, "Service Unavailable", api_error=1)
+
+    bigip._create_draft = create_then_fail  # type: ignore[method-assign]
+
+    reply = await f5.handle(message(Action.ADD, service()))
+
+    assert "503" in reply.error
+    assert bigip.state.drafts() == []

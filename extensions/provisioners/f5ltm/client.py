@@ -85,6 +85,13 @@ class BigIPClient:
         self._login_lock = asyncio.Lock()
 
     async def close(self) -> None:
+        """Give the token back (BIG-IP limits live tokens per user), then close the connections."""
+        if self._token:
+            try:
+                await self._send("DELETE", f"/mgmt/shared/authz/tokens/{self._token}", None, self._token)
+            except BigIPUnreachable:
+                pass  # it expires on its own
+            self._token = ""
         await self._http.aclose()
 
     # -- session -----------------------------------------------------------

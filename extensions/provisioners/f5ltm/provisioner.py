@@ -349,8 +349,9 @@ class F5Provisioner(BaseExtension):
             if await self._bigip.get(draft_url) is not None:
                 raise PlanError(f"a draft of policy {policy} already exists ({draft}): someone is editing it, "
                                 "or it was left behind; publish or delete it on the BIG-IP")
-            await self._bigip.request("PATCH", f"{POLICY}/{uri_id(policy)}?options=create-draft", {})
             try:
+                # Inside the try: an answer lost after the draft was made must not leave it behind either.
+                await self._bigip.request("PATCH", f"{POLICY}/{uri_id(policy)}?options=create-draft", {})
                 await change(draft_url)
                 await self._bigip.request("POST", POLICY, {"command": "publish", "name": draft})
             except BaseException:
