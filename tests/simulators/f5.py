@@ -563,12 +563,12 @@ class F5Simulator:
         view["selfLink"] = self._link(request, uri)
         return view
 
-    def _find_pool(self, uri_id: str) -> dict[str, Any]:
+    def _find(self, objects: dict[str, dict[str, Any]], what: str, uri_id: str) -> dict[str, Any]:
         full_path = path_from_uri_id(uri_id)
-        pool = self.state.pools.get(full_path)
-        if pool is None:
-            raise self._not_found("Pool", full_path)
-        return pool
+        found = objects.get(full_path)
+        if found is None:
+            raise self._not_found(what, full_path)
+        return found
 
     def _monitor(self, value: Any, partition: str) -> str:
         text = str(value or "").strip()
@@ -591,7 +591,7 @@ class F5Simulator:
             if method == "POST":
                 return self._create_pool(request, body)
             raise F5Error(405, "Method not allowed", api_error=None)
-        pool = self._find_pool(tail[0])
+        pool = self._find(self.state.pools, "Pool", tail[0])
         if len(tail) == 1:
             if method == "GET":
                 return self._pool_view(request, pool, expand)
@@ -770,17 +770,15 @@ class F5Simulator:
                 if other["address"] == address and other["partition"] == partition:
                     raise F5Error(409, f"01020066:3: The requested Node ({other['fullPath']}) already exists in "
                                        f"partition {partition}.")
-            node = {"name": name, "partition": partition, "fullPath": full_path, "address": address,
-                    "description": str(body.get("description", "")), "generation": self.state.bump(),
-                    "connectionLimit": 0, "ratio": 1, "monitor": "default", "session": "user-enabled",
-                    "state": "unchecked"}
+            node: dict[str, Any] = {
+                "name": name, "partition": partition, "fullPath": full_path, "address": address,
+                "description": str(body.get("description", "")), "generation": self.state.bump(),
+                "connectionLimit": 0, "ratio": 1, "monitor": "default", "session": "user-enabled",
+                "state": "unchecked"}
             self.state.nodes[full_path] = node
             return view(node)
-        full_path = path_from_uri_id(tail[0])
-        found = self.state.nodes.get(full_path)
-        if found is None:
-            raise self._not_found("Node", full_path)
-        node = found
+        node = self._find(self.state.nodes, "Node", tail[0])
+        full_path = str(node["fullPath"])
         if method == "GET":
             return view(node)
         if method in ("PATCH", "PUT"):
@@ -883,11 +881,8 @@ class F5Simulator:
             self._apply_virtual(virtual, body)
             self.state.virtuals[full_path] = virtual
             return self._virtual_view(request, virtual)
-        full_path = path_from_uri_id(tail[0])
-        found = self.state.virtuals.get(full_path)
-        if found is None:
-            raise self._not_found("Virtual Server", full_path)
-        virtual = found
+        virtual = self._find(self.state.virtuals, "Virtual Server", tail[0])
+        full_path = virtual["fullPath"]
         if len(tail) > 1:
             if tail[1] in ("profiles", "policies") and method == "GET":
                 items = [{"name": p.rsplit("/", 1)[-1], "fullPath": p} for p in virtual.get(tail[1], [])]
@@ -933,13 +928,6 @@ class F5Simulator:
             view[f"{sub}Reference"] = ref
         return view
 
-    def _find_policy(self, uri_id: str) -> dict[str, Any]:
-        full_path = path_from_uri_id(uri_id)
-        policy = self.state.policies.get(full_path)
-        if policy is None:
-            raise self._not_found("policy", full_path)
-        return policy
-
     def _policy(self, request: web.Request, tail: list[str], body: dict[str, Any]) -> dict[str, Any] | None:
         method = request.method
         expand = request.query.get("expandSubcollections") == "true"
@@ -952,7 +940,7 @@ class F5Simulator:
             if method == "POST":
                 return self._create_policy(request, body)
             raise F5Error(405, "Method not allowed", api_error=None)
-        policy = self._find_policy(tail[0])
+        policy = self._find(self.state.policies, "policy", tail[0])
         if len(tail) == 1:
             if method == "GET":
                 return self._policy_view(request, policy, expand)
