@@ -35,17 +35,36 @@ class SwarmUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Snapshot:
-    services: list[JSON]
-    tasks: list[JSON]
-    nodes: list[JSON]
+    services: Sequence[JSON]
+    tasks: Sequence[JSON]
+    nodes: Sequence[JSON]
 
 
 def describe_error(exc: BaseException) -> str:
     """A short reason, without the SDK's multi-line wrapping."""
     if isinstance(exc, docker.errors.APIError):
         return str(exc.explanation or exc).strip()
+    root = _os_error_in(exc)
+    if root is not None and root.strerror:
+        return root.strerror.lower()
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The socket-level error buried in requests/urllib3 wrappers, if any."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current
+        todo.extend(a for a in getattr(current, "args", ()) if isinstance(a, BaseException))
+        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return None
 
 
 class DockerSwarmClient:

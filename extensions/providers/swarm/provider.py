@@ -23,7 +23,6 @@ from extensions.providers.swarm.client import (
     DockerSwarmClient,
     EventWatcher,
     Snapshot,
-    SwarmUnavailable,
     describe_error,
 )
 from extensions.providers.swarm.config import SwarmConfig
@@ -69,10 +68,8 @@ class SwarmProvider(BaseExtension):
 
     # -- life ------------------------------------------------------------
     async def setup(self) -> None:
-        try:
-            await asyncio.to_thread(self.client.connect)
-        except SwarmUnavailable as exc:
-            raise RuntimeError(str(exc)) from None
+        # SwarmUnavailable carries the whole reason: the core shows it as the start-up failure.
+        await asyncio.to_thread(self.client.connect)
         # A (re)start tells the core everything again: the core treats an
         # unchanged add as a confirmation, and we may have missed changes.
         self._sent.clear()
