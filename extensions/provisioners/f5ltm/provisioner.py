@@ -191,7 +191,7 @@ class F5Provisioner(BaseExtension):
             return
         policy = self._policy_for(service)
         rule = self._rule(service, self._pool_path(service))  # fail before writing anything
-        pool = await self._ensure_pool(service)
+        await self._ensure_pool(service)
         await self._ensure_rule(policy, rule, service)
         # A service that changed TLS moves from one policy to the other.
         for other in self._policies():
