@@ -152,7 +152,9 @@ class F5Provisioner(BaseExtension):
             address = ipaddress.ip_address(service.public_ip)
         except ValueError:
             raise PlanError(f"public IP {service.public_ip!r} is not an IP address") from None
-        port = service.port or (self.config.https_port if service.tls else self.config.http_port)
+        # The public side listens on httpPort/httpsPort, as in the Go program:
+        # the platform's own service port is an internal detail.
+        port = self.config.https_port if service.tls else self.config.http_port
         separator = "." if address.version == 6 else ":"
         return f"/{self.config.partition}/{address}{separator}{port}"
 
