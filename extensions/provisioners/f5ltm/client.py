@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from extensions.provisioners.f5ltm.config import F5Config
+from extensions.tls import verify_setting
 
 log = logging.getLogger("interlook.provisioner.f5ltm.client")
 
@@ -62,14 +63,6 @@ def _describe_transport_error(exc: httpx.HTTPError, url: str) -> str:
     return f"connection to {url} failed: {type(exc).__name__}: {exc}"
 
 
-def _verify(config: F5Config) -> ssl.SSLContext | bool:
-    if config.insecure_skip_verify:
-        return False
-    if config.ca_file:
-        return ssl.create_default_context(cafile=config.ca_file)
-    return True
-
-
 class BigIPClient:
     """One token session with one BIG-IP, shared by every message being handled."""
 
@@ -77,7 +70,8 @@ class BigIPClient:
                  transport: httpx.AsyncBaseTransport | None = None):
         self.config = config
         self.clock = clock
-        self._http = httpx.AsyncClient(base_url=config.base_url, verify=_verify(config),
+        verify = verify_setting(config.ca_file, config.insecure_skip_verify)
+        self._http = httpx.AsyncClient(base_url=config.base_url, verify=verify,
                                        timeout=config.request_timeout, transport=transport,
                                        headers={"Content-Type": "application/json"})
         self._token = ""

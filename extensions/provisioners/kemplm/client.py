@@ -9,7 +9,6 @@ command, the status and the appliance's message, and never a credential.
 
 from __future__ import annotations
 
-import ssl
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -17,6 +16,7 @@ from typing import Iterable, Mapping
 import httpx
 
 from extensions.provisioners.kemplm.config import KempConfig
+from extensions.tls import verify_setting
 
 # The appliance's text for a Virtual Service or Real Server that is not there.
 NOT_FOUND_TEXTS = ("unknown vs", "unknown rs", "unknown real server", "no such")
@@ -87,20 +87,13 @@ def parse_virtual_service(element: ET.Element) -> VirtualService:
                           nickname=_text(element, "NickName"), real_servers=servers)
 
 
-def tls_verify(config: KempConfig) -> ssl.SSLContext | bool:
-    if config.insecure_skip_verify:
-        return False
-    if config.ca_file:
-        return ssl.create_default_context(cafile=config.ca_file)
-    return True
-
-
 class KempClient:
     def __init__(self, config: KempConfig, transport: httpx.AsyncBaseTransport | None = None):
         self.config = config
         self._secrets = tuple(s for s in (config.password, config.api_key) if s)
         auth = httpx.BasicAuth(config.username, config.password) if not config.api_key else None
-        self._http = httpx.AsyncClient(base_url=config.endpoint, auth=auth, verify=tls_verify(config),
+        verify = verify_setting(config.ca_file, config.insecure_skip_verify)
+        self._http = httpx.AsyncClient(base_url=config.endpoint, auth=auth, verify=verify,
                                        timeout=config.timeout, transport=transport)
 
     async def aclose(self) -> None:
