@@ -23,7 +23,7 @@ import asyncio
 import logging
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import kopf
@@ -31,6 +31,7 @@ import kopf
 from controller.app import App, build_app, read_config, setup_logging
 from controller.entries import DEPLOYED, UNDEPLOYED, Entry
 from extensions.providers.kubernetes.contract import (
+    PUBLIC_IP,
     Scope,
     carries_our_marks,
     is_managed,
@@ -93,6 +94,26 @@ class ManagedOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
         return super().fetch(body=body)
 
 
+class InputKeepingProgress(kopf.AnnotationsProgressStorage):
+    """kopf's handler progress under our prefix, without hiding our *input* annotations.
+
+    kopf drops every annotation of its prefix from the essence it compares;
+    ``interlook.io/hosts`` & co. must stay in, or editing them is no change.
+    """
+
+    def __init__(self, runtime: "Runtime"):
+        super().__init__(prefix=runtime.scope.prefix, v1=False)
+        self.runtime = runtime
+
+    def clear(self, *, essence: Any) -> Any:
+        annotations = (essence.get("metadata") or {}).get("annotations") or {}
+        inputs = {k: v for k, v in annotations.items() if k in self.runtime.input_keys}
+        essence = super().clear(essence=essence)
+        if inputs:
+            essence.setdefault("metadata", {}).setdefault("annotations", {}).update(inputs)
+        return essence
+
+
 @dataclass
 class Runtime:
     """Everything the handlers share within one operator run."""
@@ -107,6 +128,10 @@ class Runtime:
     pending: dict[str, str] = field(default_factory=dict)      # entry -> why it is not published
     undeployed: dict[str, asyncio.Event] = field(default_factory=dict)
     stripping: set[str] = field(default_factory=set)           # entries no longer ours, to clean
+
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        return tuple(self.scope.key(k) for k in ("hosts", "port", "tls", "ip"))
 
     @property
     def output_keys(self) -> tuple[str, ...]:
@@ -185,6 +210,24 @@ class Runtime:
         return entry is None or (entry.state == UNDEPLOYED and entry.expected_state == UNDEPLOYED
                                  and not entry.work_in_progress)
 
+    def adopt_for_deletion(self, namespace: str, name: str) -> Entry | None:
+        """A Service deleted while we were away: assume it may be deployed, so every step is undone.
+
+        The core ignores a ``delete`` for an entry it never saw (after a
+        restart, kopf resumes no Service that is being deleted); every step
+        being idempotent, walking back from ``deployed`` is always safe.
+        """
+        view = self.view(namespace, name)
+        if view is None or self.app is None or self.provider is None:
+            return None
+        service = self.provider.read(view).service
+        annotations = (view.body.get("metadata") or {}).get("annotations") or {}
+        public_ip = annotations.get(self.scope.key(PUBLIC_IP), "")
+        entry = Entry(name=service.name, service=replace(service, public_ip=public_ip),
+                      state=DEPLOYED, expected_state=DEPLOYED)
+        self.app.core.entries[entry.name] = entry
+        return entry
+
     def lookup(self, namespace: str, name: str) -> ClusterView | None:
         return self.view(namespace, name)
 
@@ -221,7 +264,7 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     prefix = RUNTIME.scope.prefix
     RUNTIME.finalizer = f"{prefix}/finalizer"
     settings.persistence.finalizer = RUNTIME.finalizer
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix, v1=False)
+    settings.persistence.progress_storage = InputKeepingProgress(RUNTIME)
     settings.persistence.diffbase_storage = ManagedOnlyDiffBase(RUNTIME)
     # Only our explicit Events; kopf's handler logs would be one API write each.
     settings.posting.loggers = False
@@ -312,10 +355,12 @@ async def service_deleted(namespace: str, name: str, **_: Any) -> None:
         raise kopf.TemporaryError("the core is not running yet", delay=2)
     RUNTIME.pending.pop(key, None)
     entry = app.core.entry(key)
-    if entry is not None and entry.expected_state == DEPLOYED:
-        await provider.forget(namespace, name)
-    elif entry is None:
+    if entry is None:
+        entry = RUNTIME.adopt_for_deletion(namespace, name)
+    if entry is None:
         return
+    if entry.expected_state == DEPLOYED:
+        await provider.forget(namespace, name)
     done = RUNTIME.undeployed.setdefault(key, asyncio.Event())
     if RUNTIME.entry_is_undone(key):
         return
@@ -338,6 +383,8 @@ async def service_event(body: Any, namespace: str, name: str, type: str, **_: An
     """Services that stopped being ours (annotation removed, type changed): undo, then clean our marks."""
     if type == "DELETED" or is_managed(body, RUNTIME.scope):
         return
+    if RUNTIME.scope.namespaces and namespace not in RUNTIME.scope.namespaces:
+        return  # maybe another Interlook's: never touch what is outside our scope
     if not carries_our_marks(body, RUNTIME.scope, RUNTIME.finalizer):
         return
     key = f"{namespace}/{name}"

@@ -44,6 +44,10 @@ def apply_documents(api_client: Any, docs: Iterable[dict[str, Any]], *, namespac
         ns = meta.get("namespace") or (namespace if resource.namespaced else None)
         resource.server_side_apply(body=doc, name=meta["name"], namespace=ns,
                                    field_manager=FIELD_MANAGER, force_conflicts=True)
+        if doc.get("status") and "status" in resource.subresources:
+            # Only for stand-ins of what a kubelet would report (examples/, tests).
+            resource.subresources["status"].patch(body={"status": doc["status"]}, name=meta["name"], namespace=ns,
+                                                  content_type="application/merge-patch+json")
         applied.append(f"{doc['kind']}/{meta['name']}")
         if doc["kind"] == "CustomResourceDefinition":
             _wait_established(resource, meta["name"])
