@@ -1,0 +1,493 @@
+"""`make bench`: how fast Interlook publishes, deletes and idles, measured in one run.
+
+Starts its own private components (tests/chaos/harness.py): etcd +
+kube-apiserver with an audit log, a Consul server, the F5 simulator; runs the
+controller as ``kopf run --standalone -A controller/main.py`` with the workflow
+``provider.kubernetes,provisioner.ipalloc,provisioner.consul,provisioner.f5ltm``
+and measures, in this order:
+
+floor     the latency of one merge-PATCH of a Service's annotations (sequential)
+burst     BENCH_SERVICES Services (each with an EndpointSlice on BENCH_NODES
+          Nodes) created at BENCH_RATE per second; per Service, from its
+          create call returning to the watch event showing
+          ``interlook.io/state: deployed``
+delete    all of them deleted at once; until every finalizer is released and
+          nothing is left in Consul, on the simulator, or in IPAllocations
+cost      the controller's API requests (audit log, its own client certificate)
+          per Service during burst and delete; its CPU seconds and peak RSS
+scale     BENCH_IDLE Services created and deployed, then BENCH_STEADY_S seconds
+          of idling: RSS, CPU per minute, API requests (and LISTs) per minute
+
+Writes bench/results/bench-<time>.json, bench/results/bench-<time>.png (and
+``latest.*`` copies); the last line printed is one JSON object of headline figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.chaos.harness import (
+    DRIVER_USER,
+    ROOT,
+    STATE_KEY,
+    ConsulServer,
+    ControlPlane,
+    Controller,
+    F5Process,
+    Kube,
+    annotations_of,
+    classify,
+    free_port,
+    read_audit,
+    service_body,
+    write_config,
+)
+
+RESULTS = ROOT / "bench" / "results"
+NAMESPACE = "bench"
+IDLE_NAMESPACE = "bench-idle"
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    low, high = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+class DeployWatch:
+    """Follows one namespace's Services: when each was first seen deployed, and when each disappeared."""
+
+    def __init__(self, kube: Kube, namespace: str):
+        self.kube = kube
+        self.namespace = namespace
+        self.deployed_at: dict[str, float] = {}
+        self.deleted_at: dict[str, float] = {}
+        self.errors_seen: set[str] = set()
+        self.changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        listing = await self.kube.get(f"/api/v1/namespaces/{self.namespace}/services?limit=1")
+        rv = listing["metadata"]["resourceVersion"]
+        self._task = asyncio.create_task(self._run(rv))
+
+    async def _run(self, rv: str) -> None:
+        async for now, kind, obj in self.kube.watch(f"/api/v1/namespaces/{self.namespace}/services", rv):
+            name = obj["metadata"]["name"]
+            if kind == "DELETED":
+                self.deleted_at.setdefault(name, now)
+            else:
+                state = annotations_of(obj).get(STATE_KEY)
+                if state == "deployed":
+                    self.deployed_at.setdefault(name, now)
+                elif state == "error":
+                    self.errors_seen.add(name)
+            self.changed.set()
+
+    async def until(self, predicate: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), timeout=min(remaining, 1.0))
+            except asyncio.TimeoutError:
+                pass
+        return True
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.services = env_int("BENCH_SERVICES", 1000)
+        self.rate = env_float("BENCH_RATE", 50.0)
+        self.idle = env_int("BENCH_IDLE", 10000)
+        self.steady_s = env_float("BENCH_STEADY_S", 120.0)
+        self.node_count = env_int("BENCH_NODES", 3)
+        self.floor_samples = env_int("BENCH_FLOOR_SAMPLES", 200)
+        self.state = Path(tempfile.mkdtemp(prefix="interlook-bench-"))
+        self.plane = ControlPlane(self.state / "kube", audit=True)
+        self.consul = ConsulServer(self.state / "consul", dev=True)
+        self.f5 = F5Process(self.state / "f5")
+        self.controller: Controller | None = None
+        self.windows: dict[str, tuple[float, float]] = {}
+        self.result: dict[str, Any] = {}
+        self.cpu_marks: dict[str, float] = {}
+
+    # -- components ---------------------------------------------------------------
+    def start_components(self) -> None:
+        log(f"starting etcd + kube-apiserver (audit log), Consul, the F5 simulator under {self.state}")
+        self.plane.start()
+        self.consul.start()
+        self.f5.start()
+        port = free_port()
+        config = write_config(self.state / "config.yml", consul_url=self.consul.url, f5=self.f5,
+                              namespaces=(NAMESPACE, IDLE_NAMESPACE), listen_port=port)
+        self.controller = Controller(config, self.plane.kubeconfig("interlook-controller"),
+                                     self.state / "controller.log", port)
+
+    def stop_components(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+        self.f5.stop()
+        self.consul.stop()
+        self.plane.stop()
+
+    def cpu(self) -> float:
+        assert self.controller is not None
+        return self.controller.cpu_seconds()
+
+    # -- phases -----------------------------------------------------------------------
+    async def floor(self, kube: Kube) -> None:
+        """One merge-PATCH of a Service's annotations, sequentially, on an unmanaged Service."""
+        body = service_body("floor", hosts=None, port=None, service_type="ClusterIP")
+        await kube.create(f"/api/v1/namespaces/{NAMESPACE}/services", body)
+        samples = []
+        for i in range(self.floor_samples):
+            started = time.perf_counter()
+            await kube.patch(f"/api/v1/namespaces/{NAMESPACE}/services/floor",
+                             {"metadata": {"annotations": {"bench/n": str(i)}}})
+            samples.append((time.perf_counter() - started) * 1000)
+        await kube.delete(f"/api/v1/namespaces/{NAMESPACE}/services/floor")
+        self.result["floor"] = {"samples": len(samples), "p50_ms": percentile(samples, 0.5),
+                                "p95_ms": percentile(samples, 0.95), "mean_ms": statistics.fmean(samples)}
+        log(f"floor: one annotation PATCH p50 {self.result['floor']['p50_ms']:.1f} ms")
+
+    async def burst(self, kube: Kube, nodes: list[str]) -> None:
+        watch = DeployWatch(kube, NAMESPACE)
+        await watch.start()
+        names = [f"svc-{i:05d}" for i in range(self.services)]
+        created: dict[str, float] = {}
+        cpu0 = self.cpu()
+        t0_wall, t0 = time.time(), time.monotonic()
+
+        async def create(i: int, name: str) -> None:
+            await asyncio.sleep(max(0.0, t0 + i / self.rate - time.monotonic()))
+            await kube.create(f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices",
+                              _slice(name, nodes))
+            await kube.create(f"/api/v1/namespaces/{NAMESPACE}/services",
+                              service_body(name, hosts=f"{name}.bench.example.com", port="http"))
+            created[name] = time.monotonic()
+
+        log(f"burst: creating {self.services} Services at {self.rate:g}/s")
+        await asyncio.gather(*(create(i, n) for i, n in enumerate(names)))
+        last_created = time.monotonic()
+        log(f"burst: all created in {last_created - t0:.1f}s; waiting for deployed")
+        done = await watch.until(lambda: len(watch.deployed_at) >= len(names),
+                                 timeout=float(os.environ.get("BENCH_DEPLOY_TIMEOUT", 600)))
+        all_deployed = max(watch.deployed_at.values(), default=time.monotonic())
+        await asyncio.sleep(5)  # trailing writes (Events) belong to the burst's cost
+        self.windows["burst"] = (t0_wall, time.time())
+        self.cpu_marks["burst"] = self.cpu() - cpu0
+        await watch.stop()
+        latencies = [(watch.deployed_at[n] - created[n]) * 1000 for n in names if n in watch.deployed_at]
+        self.result["burst"] = {
+            "services": len(names), "rate_per_s": self.rate, "deployed": len(latencies), "complete": done,
+            "p50_ms": percentile(latencies, 0.5), "p95_ms": percentile(latencies, 0.95),
+            "p99_ms": percentile(latencies, 0.99), "max_ms": max(latencies, default=float("nan")),
+            "creation_s": last_created - t0,
+            "all_deployed_s": all_deployed - t0,
+            "all_deployed_after_last_creation_s": all_deployed - last_created,
+            "errors_seen": len(watch.errors_seen),
+            "controller_cpu_s": self.cpu_marks["burst"],
+            "latencies_ms": latencies,
+            "created_offsets_s": sorted(c - t0 for c in created.values()),
+            "deployed_offsets_s": sorted(d - t0 for d in watch.deployed_at.values()),
+        }
+        b = self.result["burst"]
+        log(f"burst: {b['deployed']}/{len(names)} deployed; p50 {b['p50_ms']:.0f} ms, p95 {b['p95_ms']:.0f} ms, "
+            f"p99 {b['p99_ms']:.0f} ms, max {b['max_ms']:.0f} ms; all deployed at {b['all_deployed_s']:.1f}s")
+
+    async def delete_all(self, kube: Kube) -> None:
+        names = [f"svc-{i:05d}" for i in range(self.services)]
+        watch = DeployWatch(kube, NAMESPACE)
+        await watch.start()
+        cpu0 = self.cpu()
+        t0_wall, t0 = time.time(), time.monotonic()
+        gate = asyncio.Semaphore(32)
+
+        async def delete(name: str) -> None:
+            async with gate:
+                await kube.delete(f"/api/v1/namespaces/{NAMESPACE}/services/{name}")
+
+        log(f"delete: deleting {len(names)} Services")
+        await asyncio.gather(*(delete(n) for n in names))
+        requested = time.monotonic()
+        await watch.until(lambda: all(n in watch.deleted_at for n in names),
+                          timeout=float(os.environ.get("BENCH_DEPLOY_TIMEOUT", 600)))
+        finalizers_released = max(watch.deleted_at.values(), default=time.monotonic())
+        await watch.stop()
+        left: dict[str, int] = {}
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            left = await self.leftovers(kube)
+            if not any(left.values()):
+                break
+            await asyncio.sleep(0.5)
+        clean = time.monotonic()
+        await asyncio.sleep(3)
+        self.windows["delete"] = (t0_wall, time.time())
+        self.cpu_marks["delete"] = self.cpu() - cpu0
+        self.result["delete"] = {
+            "services": len(names), "gone": sum(1 for n in names if n in watch.deleted_at),
+            "requests_sent_s": requested - t0,
+            "finalizers_released_s": finalizers_released - t0,
+            "delete_all_s": clean - t0, "left_over": left,
+            "controller_cpu_s": self.cpu_marks["delete"],
+        }
+        gate2 = asyncio.Semaphore(32)
+
+        async def delete_slice(name: str) -> None:
+            async with gate2:
+                await kube.delete(f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices/{name}-ep")
+
+        await asyncio.gather(*(delete_slice(n) for n in names))
+        d = self.result["delete"]
+        log(f"delete: finalizers released at {d['finalizers_released_s']:.1f}s, everything clean at "
+            f"{d['delete_all_s']:.1f}s; left over: {left}")
+
+    async def leftovers(self, kube: Kube) -> dict[str, int]:
+        consul = await asyncio.to_thread(self.consul.owned_nodes)
+        f5 = await asyncio.to_thread(self.f5.owned_objects)
+        allocations = await kube.ip_allocations()
+        return {"consul_nodes": sum(len(v) for v in consul.values()),
+                "f5_objects": sum(len(v) for v in f5.values()),
+                "ip_allocations": len(allocations)}
+
+    async def scale(self, kube: Kube, nodes: list[str]) -> None:
+        assert self.controller is not None
+        if self.idle <= 0:
+            return
+        await kube.ensure_namespace(IDLE_NAMESPACE)
+        watch = DeployWatch(kube, IDLE_NAMESPACE)
+        await watch.start()
+        names = [f"idle-{i:05d}" for i in range(self.idle)]
+        gate = asyncio.Semaphore(24)
+        t0 = time.monotonic()
+
+        async def create(name: str) -> None:
+            async with gate:
+                await kube.create(f"/apis/discovery.k8s.io/v1/namespaces/{IDLE_NAMESPACE}/endpointslices",
+                                  _slice(name, nodes), retry_for=60)
+                await kube.create(f"/api/v1/namespaces/{IDLE_NAMESPACE}/services",
+                                  service_body(name, hosts=f"{name}.idle.example.com", port="http"), retry_for=60)
+
+        log(f"scale: creating {self.idle} Services as fast as the API server takes them")
+        await asyncio.gather(*(create(n) for n in names))
+        created_s = time.monotonic() - t0
+        log(f"scale: created in {created_s:.0f}s; waiting for deployed")
+        done = await watch.until(lambda: len(watch.deployed_at) >= len(names),
+                                 timeout=float(os.environ.get("BENCH_IDLE_TIMEOUT", 1800)))
+        deployed_s = time.monotonic() - t0
+        await watch.stop()
+        log(f"scale: {len(watch.deployed_at)}/{len(names)} deployed at {deployed_s:.0f}s; settling 30s, "
+            f"then {self.steady_s:.0f}s of steady state")
+        await asyncio.sleep(30)
+        cpu0, wall0 = self.cpu(), time.time()
+        rss_samples = []
+        while time.time() - wall0 < self.steady_s:
+            rss_samples.append(self.controller.memory_mb()[0])
+            await asyncio.sleep(5)
+        minutes = (time.time() - wall0) / 60
+        self.windows["steady"] = (wall0, time.time())
+        self.result["scale"] = {
+            "services": len(names), "deployed": len(watch.deployed_at), "complete": done,
+            "created_s": created_s, "all_deployed_s": deployed_s,
+            "steady_s": minutes * 60,
+            "rss_mb": statistics.fmean(rss_samples) if rss_samples else float("nan"),
+            "rss_mb_max": max(rss_samples, default=float("nan")),
+            "cpu_s_per_min": (self.cpu() - cpu0) / minutes,
+        }
+
+    # -- the run ----------------------------------------------------------------------
+    async def run(self) -> dict[str, Any]:
+        assert self.controller is not None
+        kube = Kube(self.plane, DRIVER_USER)
+        try:
+            await kube.ensure_namespace(NAMESPACE)
+            nodes = await kube.ensure_nodes(self.node_count)
+            started = time.monotonic()
+            self.controller.start()
+            self.result["controller_start_s"] = time.monotonic() - started
+            await asyncio.sleep(2)
+            await self.floor(kube)
+            await self.burst(kube, nodes)
+            await self.delete_all(kube)
+            await self.scale(kube, nodes)
+            rss, peak = self.controller.memory_mb()
+            self.result["controller"] = {"cpu_s_total": self.cpu(), "rss_mb_end": rss, "peak_rss_mb": peak,
+                                         "alive": self.controller.alive}
+        finally:
+            await kube.close()
+        return self.result
+
+    def costs(self) -> None:
+        requests = read_audit(self.plane.audit_log)
+        for phase, (start, end) in self.windows.items():
+            self.result.setdefault("api", {})[phase] = classify(requests, start, end)
+        api = self.result.get("api", {})
+        n = max(self.services, 1)
+        if "burst" in api:
+            b = api["burst"]
+            self.result["cost"] = {
+                "writes_per_service": b["writes"] / n, "reads_per_service": b["reads"] / n,
+                "lists_per_service": b["lists"] / n, "requests_per_service": b["total"] / n,
+            }
+        if "delete" in api:
+            d = api["delete"]
+            self.result.setdefault("cost", {}).update({
+                "delete_writes_per_service": d["writes"] / n, "delete_reads_per_service": d["reads"] / n,
+                "delete_lists_per_service": d["lists"] / n})
+        if "steady" in api and "scale" in self.result:
+            s, minutes = api["steady"], self.result["scale"]["steady_s"] / 60
+            self.result["scale"].update({"api_requests_per_min": s["total"] / minutes,
+                                         "api_lists_per_min": s["lists"] / minutes,
+                                         "api_writes_per_min": s["writes"] / minutes,
+                                         "api_reads_per_min": s["reads"] / minutes})
+
+    def headline(self) -> dict[str, Any]:
+        r = self.result
+        burst, delete, scale = r.get("burst", {}), r.get("delete", {}), r.get("scale", {})
+        cost, controller = r.get("cost", {}), r.get("controller", {})
+
+        def rounded(value: Any, digits: int = 1) -> Any:
+            return round(value, digits) if isinstance(value, float) else value
+
+        return {
+            "services": self.services,
+            "rate_per_s": self.rate,
+            "p50_ms": rounded(burst.get("p50_ms")),
+            "p95_ms": rounded(burst.get("p95_ms")),
+            "p99_ms": rounded(burst.get("p99_ms")),
+            "max_ms": rounded(burst.get("max_ms")),
+            "all_deployed_s": rounded(burst.get("all_deployed_s"), 2),
+            "all_deployed_after_last_creation_s": rounded(burst.get("all_deployed_after_last_creation_s"), 2),
+            "delete_all_s": rounded(delete.get("delete_all_s"), 2),
+            "api_writes_per_service": rounded(cost.get("writes_per_service"), 2),
+            "api_reads_per_service": rounded(cost.get("reads_per_service"), 2),
+            "api_lists_per_service": rounded(cost.get("lists_per_service"), 3),
+            "controller_cpu_s_burst": rounded(burst.get("controller_cpu_s"), 1),
+            "controller_peak_rss_mb": rounded(controller.get("peak_rss_mb")),
+            "idle_services": scale.get("deployed", 0),
+            "rss_mb_idle_10k": rounded(scale.get("rss_mb")),
+            "cpu_s_per_min_idle": rounded(scale.get("cpu_s_per_min"), 2),
+            "api_requests_steady_per_min": rounded(scale.get("api_requests_per_min"), 2),
+            "api_lists_steady_per_min": rounded(scale.get("api_lists_per_min"), 2),
+            "patch_floor_ms": rounded(r.get("floor", {}).get("p50_ms"), 2),
+        }
+
+
+def _slice(name: str, nodes: list[str]) -> dict[str, Any]:
+    from tests.chaos.harness import endpoint_slice_body
+
+    return endpoint_slice_body(name, nodes)
+
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    burst = result.get("burst") or {}
+    latencies = burst.get("latencies_ms") or []
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    if latencies:
+        left.hist(latencies, bins=50, color="#3b6ea8")
+        for q, style in ((0.5, "-"), (0.95, "--"), (0.99, ":")):
+            value = percentile(latencies, q)
+            left.axvline(value, color="black", linestyle=style, label=f"p{int(q * 100)} {value:.0f} ms")
+        left.legend()
+    left.set_title(f"creation → deployed, {burst.get('services', 0)} Services at {burst.get('rate_per_s', 0):g}/s")
+    left.set_xlabel("latency (ms)")
+    left.set_ylabel("Services")
+    created, deployed = burst.get("created_offsets_s") or [], burst.get("deployed_offsets_s") or []
+    right.step(created, range(1, len(created) + 1), where="post", label="created")
+    right.step(deployed, range(1, len(deployed) + 1), where="post", label="deployed")
+    right.set_title("Services over time")
+    right.set_xlabel("seconds since the first creation")
+    right.set_ylabel("Services")
+    right.legend()
+    fig.suptitle(f"Interlook bench — PATCH floor {result.get('floor', {}).get('p50_ms', 0):.1f} ms")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def machine() -> dict[str, Any]:
+    memory_gb = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gb = int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "memory_gb": round(memory_gb, 1), "python": platform.python_version(),
+            "kernel": platform.release(), "machine": platform.machine()}
+
+
+def main() -> int:
+    bench = Bench()
+    bench.start_components()
+    try:
+        asyncio.run(bench.run())
+    finally:
+        bench.stop_components()
+    bench.costs()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    bench.result["headline"] = bench.headline()
+    bench.result["machine"] = machine()
+    bench.result["config"] = {"services": bench.services, "rate": bench.rate, "idle": bench.idle,
+                              "steady_s": bench.steady_s, "nodes": bench.node_count,
+                              "workflow": "provider.kubernetes,provisioner.ipalloc,provisioner.consul,"
+                                          "provisioner.f5ltm"}
+    json_path, png_path = RESULTS / f"bench-{stamp}.json", RESULTS / f"bench-{stamp}.png"
+    json_path.write_text(json.dumps(bench.result, indent=2))
+    try:
+        chart(bench.result, png_path)
+        shutil.copy(png_path, RESULTS / "latest.png")
+    except ImportError:
+        log("matplotlib missing (pip install -e '.[bench]'): no chart")
+    shutil.copy(json_path, RESULTS / "latest.json")
+    log(f"results: {json_path}; components' logs kept in {bench.state}")
+    print(json.dumps(bench.headline()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make bench`: Interlook's benchmarks on private components (bench/run.py).
+# Sizes: BENCH_SERVICES (1000), BENCH_RATE (50/s), BENCH_IDLE (10000),
+# BENCH_STEADY_S (120), BENCH_NODES (3).  A quick run:
+#   BENCH_SERVICES=100 BENCH_IDLE=500 BENCH_STEADY_S=30 make bench
+# Results: bench/results/ (JSON + PNG); the last line printed is the headline JSON.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+for component in etcd kube-apiserver consul; do
+  bash scripts/build-binaries.sh "$component" >&2
+done
+.venv/bin/python -c 'import matplotlib' 2>/dev/null || .venv/bin/pip install -q -e '.[bench]' >&2
+exec .venv/bin/python -m bench.run "$@"
