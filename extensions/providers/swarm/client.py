@@ -92,6 +92,7 @@ class DockerSwarmClient:
     def connect(self) -> None:
         """Reach the daemon and check it manages a swarm; SwarmUnavailable says why not."""
         where = self.config.endpoint
+        self.close()  # a restart of the extension connects again
         try:
             api = self._new_api("auto", self.timeout)
         except DOCKER_ERRORS as exc:

@@ -61,7 +61,6 @@ class SwarmProvider(BaseExtension):
         self._sent: dict[str, _Sent] = {}
         self._deleted: set[str] = set()
         self._converging_since: dict[str, float] = {}
-        self._wake: asyncio.Event | None = None
         self._watcher: EventWatcher | None = None
         self._reachable = True
         self.passes = 0  # completed passes, for tests and /extensions
@@ -82,7 +81,7 @@ class SwarmProvider(BaseExtension):
 
     async def run_background(self) -> None:
         loop = asyncio.get_running_loop()
-        wake = self._wake = asyncio.Event()
+        wake = asyncio.Event()
 
         def notify(_kind: str) -> None:  # called from the events thread
             with contextlib.suppress(RuntimeError):  # the loop is closing
