@@ -231,6 +231,11 @@ class Core:
             self.entries[service.name] = entry
         entry.last_update = now
         entry.refresh_sent = 0.0
+        if entry.expected_state == UNDEPLOYED and entry.state == UNDEPLOYED:
+            # The service is back (with bad input): it is wanted again, so it
+            # must not be cleaned up as a closed entry.
+            entry.expected_state = DEPLOYED
+            entry.close_time = 0.0
         if entry.error != message.error or entry.error_step != message.sender:
             entry.error = message.error
             entry.error_step = message.sender

@@ -314,3 +314,17 @@ async def test_a_provider_error_is_kept_on_the_entry_and_nothing_is_provisioned(
     await provider.publish(svc(name="ns/bad"))
     await settled(core, "ns/bad", DEPLOYED)
     assert core.entries["ns/bad"].error == ""
+
+
+async def test_an_entry_that_only_ever_had_a_provider_error_is_closed_and_cleaned_on_delete(world, journal):
+    core, provider, _, clock = world
+    await provider.send_queue.put(Message(Action.ADD, Service(name="ns/bad"), error="bad label"))
+    await core.wait_for(lambda: "ns/bad" in core.entries)
+    await provider.send_queue.put(Message(Action.DELETE, Service(name="ns/bad")))
+    await core.wait_for(lambda: core.entries["ns/bad"].expected_state == UNDEPLOYED)
+    entry = core.entries["ns/bad"]
+    assert entry.state == UNDEPLOYED and entry.close_time and entry.error == ""
+    assert journal == []
+    clock.now += 121
+    core.housekeep()
+    assert "ns/bad" not in core.entries
