@@ -67,7 +67,7 @@ class ManagedOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
     annotations stay in (kopf would drop every key of a prefix it manages).
     """
 
-    def __init__(self, runtime: "Runtime"):
+    def __init__(self, runtime: Runtime):
         super().__init__(prefix=runtime.scope.prefix, key="last-handled-configuration", v1=False)
         self.runtime = runtime
 
@@ -101,7 +101,7 @@ class InputKeepingProgress(kopf.AnnotationsProgressStorage):
     ``interlook.io/hosts`` & co. must stay in, or editing them is no change.
     """
 
-    def __init__(self, runtime: "Runtime"):
+    def __init__(self, runtime: Runtime):
         super().__init__(prefix=runtime.scope.prefix, v1=False)
         self.runtime = runtime
 
@@ -313,7 +313,7 @@ def probe_core(**_: Any) -> dict[str, Any]:
 
 
 @kopf.index(*SERVICES)
-def services_idx(body: Any, namespace: str, name: str, **_: Any) -> Any:
+def services_idx(body: Any, namespace: Any, name: str, **_: Any) -> Any:
     # A plain copy: kopf bodies are live views of the latest event.
     return {(namespace, name): {
         "metadata": {k: body.metadata.get(k) for k in ("name", "namespace", "uid", "labels", "annotations",
@@ -324,7 +324,7 @@ def services_idx(body: Any, namespace: str, name: str, **_: Any) -> Any:
 
 
 @kopf.index(*ENDPOINT_SLICES)
-def endpoints_idx(body: Any, namespace: str, labels: Mapping[str, str], **_: Any) -> Any:
+def endpoints_idx(body: Any, namespace: Any, labels: Mapping[str, str], **_: Any) -> Any:
     service = labels.get(SERVICE_NAME_LABEL)
     if not service:
         return None
@@ -343,12 +343,12 @@ def nodes_idx(body: Any, name: str, **_: Any) -> Any:
 @kopf.on.resume(*SERVICES, when=_managed)
 @kopf.on.create(*SERVICES, when=_managed)
 @kopf.on.update(*SERVICES, when=_managed)
-async def service_changed(body: Any, namespace: str, name: str, **_: Any) -> None:
+async def service_changed(body: Any, namespace: Any, name: str, **_: Any) -> None:
     await RUNTIME.publish(namespace, name, RUNTIME.service_body(namespace, name) or body)
 
 
 @kopf.on.delete(*SERVICES, when=_managed)
-async def service_deleted(namespace: str, name: str, **_: Any) -> None:
+async def service_deleted(namespace: Any, name: str, **_: Any) -> None:
     key = f"{namespace}/{name}"
     provider, app = RUNTIME.provider, RUNTIME.app
     if provider is None or app is None:
@@ -366,7 +366,7 @@ async def service_deleted(namespace: str, name: str, **_: Any) -> None:
         return
     try:
         await asyncio.wait_for(done.wait(), timeout=DELETE_WAIT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     if not RUNTIME.entry_is_undone(key):
         entry = app.core.entry(key)
@@ -379,7 +379,7 @@ async def service_deleted(namespace: str, name: str, **_: Any) -> None:
 
 
 @kopf.on.event(*SERVICES)
-async def service_event(body: Any, namespace: str, name: str, type: str, **_: Any) -> None:
+async def service_event(body: Any, namespace: Any, name: str, type: str, **_: Any) -> None:
     """Services that stopped being ours (annotation removed, type changed): undo, then clean our marks."""
     if type == "DELETED" or is_managed(body, RUNTIME.scope):
         return
@@ -404,7 +404,7 @@ async def service_event(body: Any, namespace: str, name: str, type: str, **_: An
 
 
 @kopf.on.event(*ENDPOINT_SLICES)
-async def endpoints_changed(namespace: str, labels: Mapping[str, str], **_: Any) -> None:
+async def endpoints_changed(namespace: Any, labels: Mapping[str, str], **_: Any) -> None:
     service = labels.get(SERVICE_NAME_LABEL)
     if not service:
         return

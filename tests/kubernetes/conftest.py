@@ -203,7 +203,7 @@ class Controller:
     def log_path(self) -> Path:
         return self.workdir / f"controller-{self.runs}.log"
 
-    def start(self) -> "Controller":
+    def start(self) -> Controller:
         self.runs += 1
         env = {**os.environ, "KUBECONFIG": self.kubeconfig, "INTERLOOK_CONFIG": str(self.config_path),
                "PYTHONPATH": str(ROOT)}

@@ -27,7 +27,7 @@ class KubernetesConfig:
         return Scope(prefix=self.annotation_prefix, selector=self.label_selector, namespaces=self.namespaces)
 
     @classmethod
-    def from_section(cls, section: Section) -> "KubernetesConfig":
+    def from_section(cls, section: Section) -> KubernetesConfig:
         selector = Selector.parse(section.str_list("labelSelector"))
         prefix = section.str("annotationPrefix", DEFAULT_PREFIX).strip().rstrip("/")
         if not prefix or "/" in prefix or " " in prefix:

@@ -53,7 +53,7 @@ class Selector:
     requirements: tuple[tuple[str, str, str], ...] = ()  # (key, op, value); op in exists, !exists, =, !=
 
     @classmethod
-    def parse(cls, items: Iterable[str]) -> "Selector":
+    def parse(cls, items: Iterable[str]) -> Selector:
         reqs: list[tuple[str, str, str]] = []
         for raw in items:
             for item in (part.strip() for part in str(raw).split(",")):
@@ -238,7 +238,8 @@ def parse_requested_ip(raw: str) -> str:
         raise InvalidService(f"requested IP {raw!r} is not an IP address") from None
 
 
-def ready_targets(endpoints: Iterable[EndpointsView], node_ips: Mapping[str, str], node_port: int) -> tuple[Target, ...]:
+def ready_targets(endpoints: Iterable[EndpointsView], node_ips: Mapping[str, str],
+                  node_port: int) -> tuple[Target, ...]:
     """One target per node with ready endpoints, weight = ready endpoints on it.
 
     An endpoint listed in two slices (IPv4 and IPv6 families of one Pod) counts once.

@@ -45,7 +45,7 @@ class Presentation:
     ingress_ip: str | None = None  # for type LoadBalancer; "" clears, None leaves alone
 
     @classmethod
-    def cleared(cls, scope: Scope) -> "Presentation":
+    def cleared(cls, scope: Scope) -> Presentation:
         return cls(tuple((scope.key(k), None) for k in OUTPUT_KEYS), ingress_ip="")
 
 
@@ -211,9 +211,9 @@ class StatusWriter:
             log.warning("cannot post event %s on %s: %s", event.reason, name, _brief(exc))
 
     def _post_event(self, namespace: str, name: str, body: Mapping[str, Any], event: Event) -> None:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         uid = (body.get("metadata") or {}).get("uid")
-        self.core.create_namespaced_event(namespace, {
+        event_body: Any = {
             "metadata": {"generateName": f"{name}.", "namespace": namespace},
             "involvedObject": {"apiVersion": "v1", "kind": "Service", "namespace": namespace, "name": name,
                                **({"uid": uid} if uid else {})},
@@ -226,7 +226,8 @@ class StatusWriter:
             "firstTimestamp": now.isoformat(),
             "lastTimestamp": now.isoformat(),
             "count": 1,
-        })
+        }
+        self.core.create_namespaced_event(namespace, event_body)
         self.writes += 1
 
     def strip(self, namespace: str, name: str, finalizer: str) -> None:

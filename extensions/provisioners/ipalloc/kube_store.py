@@ -49,7 +49,7 @@ class KubeStore:
 
     # -- blocking halves ---------------------------------------------------
     def _load(self) -> dict[str, str]:
-        listing = self.api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        listing: Any = self.api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
         out: dict[str, str] = {}
         for item in listing.get("items") or []:
             spec = item.get("spec") or {}
@@ -74,7 +74,7 @@ class KubeStore:
                 if exc.status != 409:
                     raise
             try:
-                current = self.api.get_cluster_custom_object(GROUP, VERSION, PLURAL, object_name(ip))
+                current: Any = self.api.get_cluster_custom_object(GROUP, VERSION, PLURAL, object_name(ip))
             except ApiException as exc:
                 if exc.status == 404:  # released in between: try again
                     continue
@@ -88,7 +88,7 @@ class KubeStore:
 
         name = object_name(ip)
         try:
-            current = self.api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+            current: Any = self.api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
         except ApiException as exc:
             if exc.status == 404:
                 return
