@@ -216,7 +216,8 @@ class Section:
             self.warn(file_key, f"cannot read {path}: {exc.strerror or exc}")
             return ""
 
-    def cidr(self, key: builtins.str, *, required: builtins.bool = False) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    def cidr(self, key: builtins.str, *,
+             required: builtins.bool = False) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
         value = self.str(key, required=required)
         if not value:
             return None

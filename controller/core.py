@@ -221,7 +221,7 @@ class Core:
                 return
             self._provider_add(entry, service, now)
         elif message.action == Action.DELETE:
-            self._provider_delete(entry, now)
+            self._provider_delete(entry, service, now)
         else:
             log.debug("ignoring %s from provider %s", message.action, message.sender)
 
@@ -263,9 +263,14 @@ class Core:
         entry.service = entry.service.with_provider_fields(service)
         self._start_round(entry, DEPLOYED)
 
-    def _provider_delete(self, entry: Entry | None, now: float) -> None:
+    def _provider_delete(self, entry: Entry | None, service: Service, now: float) -> None:
         if entry is None:
-            return
+            # A service we never saw (deleted while we were down, entries not
+            # kept): it may have been deployed by an earlier run, so walk every
+            # step back.  Steps are idempotent: undoing what is not there is a no-op.
+            entry = Entry(name=service.name, service=service, state=DEPLOYED, expected_state=DEPLOYED,
+                          time_detected=now, last_update=now)
+            self.entries[service.name] = entry
         entry.last_update = now
         if entry.expected_state == UNDEPLOYED and (entry.work_in_progress or entry.state == UNDEPLOYED):
             if entry.state == UNDEPLOYED and not entry.work_in_progress:
@@ -306,7 +311,8 @@ class Core:
         if entry is None:
             log.debug("reply from %s for unknown entry %s", step, message.service.name)
             return
-        if not entry.work_in_progress or entry.state != step or message.extra.get("generation") != str(entry.generation):
+        current = message.extra.get("generation") == str(entry.generation)
+        if not entry.work_in_progress or entry.state != step or not current:
             log.debug("stale reply from %s for %s ignored", step, entry.name)
             return
         self._observe_latency(entry, step)

@@ -30,6 +30,7 @@ import kopf
 
 from controller.app import App, build_app, read_config, setup_logging
 from controller.entries import DEPLOYED, UNDEPLOYED, Entry
+from controller.messages import Service
 from extensions.providers.kubernetes.contract import (
     PUBLIC_IP,
     Scope,
@@ -210,23 +211,19 @@ class Runtime:
         return entry is None or (entry.state == UNDEPLOYED and entry.expected_state == UNDEPLOYED
                                  and not entry.work_in_progress)
 
-    def adopt_for_deletion(self, namespace: str, name: str) -> Entry | None:
-        """A Service deleted while we were away: assume it may be deployed, so every step is undone.
+    def service_for_deletion(self, namespace: str, name: str) -> Service | None:
+        """What we know of a Service deleted while we were away, for the core to undo.
 
-        The core ignores a ``delete`` for an entry it never saw (after a
-        restart, kopf resumes no Service that is being deleted); every step
-        being idempotent, walking back from ``deployed`` is always safe.
+        After a restart kopf resumes no Service that is being deleted, so the
+        core has no entry for it; it walks every step back from ``deployed``
+        (steps are idempotent), starting from the address the annotations show.
         """
         view = self.view(namespace, name)
-        if view is None or self.app is None or self.provider is None:
+        if view is None or self.provider is None:
             return None
         service = self.provider.read(view).service
         annotations = (view.body.get("metadata") or {}).get("annotations") or {}
-        public_ip = annotations.get(self.scope.key(PUBLIC_IP), "")
-        entry = Entry(name=service.name, service=replace(service, public_ip=public_ip),
-                      state=DEPLOYED, expected_state=DEPLOYED)
-        self.app.core.entries[entry.name] = entry
-        return entry
+        return replace(service, public_ip=annotations.get(self.scope.key(PUBLIC_IP), ""))
 
     def lookup(self, namespace: str, name: str) -> ClusterView | None:
         return self.view(namespace, name)
@@ -356,10 +353,11 @@ async def service_deleted(namespace: Any, name: str, **_: Any) -> None:
     RUNTIME.pending.pop(key, None)
     entry = app.core.entry(key)
     if entry is None:
-        entry = RUNTIME.adopt_for_deletion(namespace, name)
-    if entry is None:
-        return
-    if entry.expected_state == DEPLOYED:
+        service = RUNTIME.service_for_deletion(namespace, name)
+        if service is None:
+            return
+        await provider.forget_service(service)
+    elif entry.expected_state == DEPLOYED:
         await provider.forget(namespace, name)
     done = RUNTIME.undeployed.setdefault(key, asyncio.Event())
     if RUNTIME.entry_is_undone(key):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     ADD = "add"
     UPDATE = "update"
     DELETE = "delete"

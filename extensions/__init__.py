@@ -68,7 +68,8 @@ def _kemplm() -> tuple[Any, Any]:
 
 
 KNOWN_EXTENSIONS: dict[str, ExtensionSpec] = {
-    "provider.kubernetes": ExtensionSpec("provider.kubernetes", "provider.kubernetes", _kubernetes, needs_section=False),
+    "provider.kubernetes": ExtensionSpec("provider.kubernetes", "provider.kubernetes", _kubernetes,
+                                         needs_section=False),
     "provider.swarm": ExtensionSpec("provider.swarm", "provider.swarm", _swarm, needs_section=False),
     "provisioner.ipalloc": ExtensionSpec("provisioner.ipalloc", "ipam.ipalloc", _ipalloc),
     "provisioner.consul": ExtensionSpec("provisioner.consul", "dns.consul", _consul),

@@ -65,7 +65,7 @@ go_module_build() {
     log "fetching $modver"
     go get "$modver" >&2
     log "building $pkg (this takes a while on a cold cache)"
-    go build -trimpath -ldflags="-s -w" -o "$out.tmp" "$pkg" >&2
+    go build -trimpath -ldflags="-s -w ${GO_LDFLAGS:-}" -o "$out.tmp" "$pkg" >&2
   )
   mv "$out.tmp" "$out"
   log "$name $version built in $((SECONDS - start))s -> $out"
@@ -99,7 +99,10 @@ build_kube_apiserver() {
   while read -r mod; do
     lines+=("replace $mod => $mod $staging")
   done < <(grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$gomod" | awk '{print $1}' | sort -u)
-  go_module_build kube-apiserver "k8s.io/kubernetes@$v" k8s.io/kubernetes/cmd/kube-apiserver "${lines[@]}"
+  # Stamp the version, or the server reports v0.0.0-master.
+  local minor="${v#v1.}"; minor="${minor%%.*}"
+  GO_LDFLAGS="-X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
+    go_module_build kube-apiserver "k8s.io/kubernetes@$v" k8s.io/kubernetes/cmd/kube-apiserver "${lines[@]}"
 }
 
 main() {

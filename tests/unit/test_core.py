@@ -328,3 +328,11 @@ async def test_an_entry_that_only_ever_had_a_provider_error_is_closed_and_cleane
     clock.now += 121
     core.housekeep()
     assert "ns/bad" not in core.entries
+
+
+async def test_delete_of_an_unknown_service_walks_every_step_back(world, journal):
+    core, provider, _, _ = world
+    await provider.send_queue.put(Message(Action.DELETE, Service(name="ns/gone", public_ip="192.0.2.7")))
+    await settled(core, "ns/gone", UNDEPLOYED)
+    assert journal == [("provisioner.lb", "delete", "ns/gone"), ("provisioner.dns", "delete", "ns/gone"),
+                       ("provisioner.ipalloc", "delete", "ns/gone")]

@@ -12,7 +12,7 @@ lookup callable the kopf layer hands over as ``context.services["kubernetes.look
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
 from controller.extension import BaseExtension, ExtensionContext
@@ -67,6 +67,10 @@ class KubernetesProvider(BaseExtension):
     async def forget(self, namespace: str, name: str, info: str = "") -> None:
         """The Service is gone (or no longer ours): undo everything."""
         await self._push(Message(Action.DELETE, Service(name=f"{namespace}/{name}", provider=self.name), info=info))
+
+    async def forget_service(self, service: Service, info: str = "") -> None:
+        """Like forget, with what is known of the service (its address) for the steps to undo."""
+        await self._push(Message(Action.DELETE, replace(service, provider=self.name), info=info))
 
     async def _push(self, message: Message) -> None:
         queue = getattr(self, "send_queue", None)
