@@ -118,8 +118,8 @@ def bigip(tmp_path: Path) -> Iterator[BigIP]:
 
 
 @pytest.fixture
-def fullpath_controller(make_controller: Callable[..., Controller],
-                        namespace: str) -> Callable[..., Controller]:  # noqa: F811 - fixture argument
+def fullpath_controller(make_controller: Callable[..., Controller],  # noqa: F811 - the fixture, by name
+                        namespace: str) -> Callable[..., Controller]:  # noqa: F811
     """A controller for this test's namespace with the given workflow and sections, started."""
 
     def build(steps: str, **sections: dict[str, Any]) -> Controller:

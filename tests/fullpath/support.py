@@ -50,7 +50,8 @@ class DeletionWatch:
 
         self._cluster, self._namespace, self._name, self._look = cluster, namespace, name, look
         self._watch = watch.Watch()
-        self._version = cluster.core.read_namespaced_service(name, namespace).metadata.resource_version
+        current: Any = cluster.core.read_namespaced_service(name, namespace)
+        self._version = current.metadata.resource_version
         self.seen: Any = None
         self.deleted = threading.Event()
         self.failure: BaseException | None = None

@@ -1,0 +1,112 @@
+"""provider.kubernetes -> provisioner.ipalloc -> provisioner.f5ltm, on the real API server and the BIG-IP simulator.
+
+Issue 6's full path, over HTTPS with the simulator's CA handed to the
+controller as ``caFile`` (never ``insecureSkipVerify``): a managed Service
+gets a pool whose members are the nodes' InternalIP:nodePort with ratio = the
+ready endpoints on that node, and (vs mode) a virtual server at the allocated
+public IP, port 80, or (policy mode) a rule for its host in the global HTTP
+policy; scaling the endpoints changes the members; deleting the Service
+removes what was created before the finalizer is released.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+
+from tests.fullpath.conftest import BigIP
+from tests.fullpath.support import PUBLIC_IP, DeletionWatch, deployed, published, waiting
+from tests.kubernetes.conftest import Cluster, Controller
+
+pytestmark = [pytest.mark.integration, pytest.mark.kubernetes]
+
+STEPS = "provider.kubernetes,provisioner.ipalloc,provisioner.f5ltm"
+HTTP_POLICY = "/Common/global-http"
+
+
+def f5_section(bigip: BigIP, **extra: str) -> dict[str, Any]:
+    return {"f5ltm": {"httpEndpoint": bigip.url, "username": "admin", "password": "admin",
+                      "caFile": bigip.ca_file, "partition": "Common", **extra}}
+
+
+def members(state: dict[str, Any], pool: str) -> dict[str, int]:
+    return {m["name"]: int(m["ratio"]) for m in (state["members"].get(pool) or {}).values()}
+
+
+def node_port(cluster: Cluster, namespace: str, name: str) -> int:
+    service: Any = cluster.core.read_namespaced_service(name, namespace)
+    return int(service.spec.ports[0].node_port)
+
+
+def test_vs_mode_pool_and_virtual_server_follow_the_service(
+        cluster: Cluster, namespace: str, bigip: BigIP, fullpath_controller: Callable[..., Controller]) -> None:
+    assert "insecureSkipVerify" not in f5_section(bigip)["f5ltm"]
+    a, b = cluster.node("10.71.0.1"), cluster.node("10.71.0.2")
+    controller = fullpath_controller(STEPS, lb=f5_section(bigip, updateMode="vs"))
+    cluster.service(namespace, "web", annotations=published(f"web-{namespace}.example.com"))
+    cluster.endpoints(namespace, "web", [a])
+    pool = f"/Common/interlook_{namespace}_web"
+
+    ip = deployed(cluster, namespace, "web", controller)[PUBLIC_IP]
+    port = node_port(cluster, namespace, "web")
+    state = bigip.state()
+    assert members(state, pool) == {f"10.71.0.1:{port}": 1}
+    assert state["pools"][pool]["description"].startswith(f"interlook:{namespace}/web")
+    virtual = state["virtuals"][pool]
+    assert virtual["destination"] == f"/Common/{ip}:80"
+    assert virtual["pool"] == pool
+    assert virtual["description"].startswith(f"interlook:{namespace}/web")
+
+    # Scale: two more ready endpoints, two of them on the second node.
+    cluster.endpoints(namespace, "web", [a, b, b])
+    waiting(lambda: members(bigip.state(), pool) == {f"10.71.0.1:{port}": 1, f"10.71.0.2:{port}": 2},
+            "the pool members to follow the endpoints", controller)
+    cluster.endpoints(namespace, "web", [b])
+    waiting(lambda: members(bigip.state(), pool) == {f"10.71.0.2:{port}": 1},
+            "the pool members to follow the scale-down", controller)
+    assert bigip.state()["virtuals"][pool]["destination"] == f"/Common/{ip}:80"
+
+    # Delete: when the Service leaves the API, the virtual server and the pool are already gone.
+    watch = DeletionWatch(cluster, namespace, "web", bigip.state)
+    cluster.core.delete_namespaced_service("web", namespace)
+    then = watch.result(controller)
+    assert pool not in then["virtuals"]
+    assert pool not in then["pools"]
+    assert pool not in then["members"]
+    assert not [n for n, node in then["nodes"].items() if node.get("description", "").startswith("interlook:")]
+    waiting(lambda: ip not in cluster.allocations(), "the address to be freed", controller)
+
+
+def test_policy_mode_rule_for_the_host_then_removed_before_the_finalizer(
+        cluster: Cluster, namespace: str, bigip: BigIP, fullpath_controller: Callable[..., Controller]) -> None:
+    bigip.seed_policy(HTTP_POLICY)  # the operator's published policy, attached to their own virtual servers
+    a = cluster.node("10.72.0.1")
+    host = f"web-{namespace}.example.com"
+    controller = fullpath_controller(STEPS, lb=f5_section(bigip, updateMode="policy",
+                                                            globalHTTPPolicy="global-http"))
+    cluster.service(namespace, "web", annotations=published(host))
+    cluster.endpoints(namespace, "web", [a, a])
+    pool = f"/Common/interlook_{namespace}_web"
+    rule_name = f"interlook_{namespace}_web"
+
+    deployed(cluster, namespace, "web", controller)
+    port = node_port(cluster, namespace, "web")
+    state = bigip.state()
+    assert members(state, pool) == {f"10.72.0.1:{port}": 2}
+    assert state["virtuals"] == {}  # policy mode: the operator owns the virtual servers
+    rules = {r["name"]: r for r in state["rules"][HTTP_POLICY]}
+    assert set(rules) == {rule_name}
+    condition, action = rules[rule_name]["conditions"][0], rules[rule_name]["actions"][0]
+    assert condition.get("httpHost") and condition.get("equals") and condition["values"] == [host]
+    assert action.get("forward") and action["pool"] == pool
+    assert state["policies"][HTTP_POLICY]["status"] == "published"
+    assert [p for p, policy in state["policies"].items() if policy.get("status") == "draft"] == []
+
+    watch = DeletionWatch(cluster, namespace, "web", bigip.state)
+    cluster.core.delete_namespaced_service("web", namespace)
+    then = watch.result(controller)
+    assert [r["name"] for r in then["rules"][HTTP_POLICY]] == []
+    assert pool not in then["pools"]
+    assert then["policies"][HTTP_POLICY]["status"] == "published"
+    assert [p for p, policy in then["policies"].items() if policy.get("status") == "draft"] == []
