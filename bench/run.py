@@ -340,10 +340,11 @@ class Bench:
         try:
             await kube.ensure_namespace(NAMESPACE)
             nodes = await kube.ensure_nodes(self.node_count)
-            started = time.monotonic()
-            self.controller.start()
+            started, started_wall = time.monotonic(), time.time()
+            await asyncio.to_thread(self.controller.start)
             self.result["controller_start_s"] = time.monotonic() - started
             await asyncio.sleep(2)
+            self.windows["startup"] = (started_wall, time.time())
             await self.floor(kube)
             await self.burst(kube, nodes)
             await self.delete_all(kube)
