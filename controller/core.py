@@ -294,15 +294,14 @@ class Core:
                 return
             entry.state = first
         else:
-            # Walk back from the step in progress (it may have done part of
-            # its work), or from the last step once deployed.
-            if entry.state == DEPLOYED:
-                entry.state = self.provisioners[-1] if self.provisioners else UNDEPLOYED
-            elif entry.state not in self.provisioners:
-                entry.state = UNDEPLOYED
-            if entry.state == UNDEPLOYED:
+            # Walk back from the last step, whatever step is in progress: a
+            # later step may still hold what an earlier round (or an earlier
+            # process, before a restart) put there.  Undoing what is not there
+            # is a no-op, so this costs a read, never a wrong delete.
+            if not self.provisioners:
                 self._close(entry)
                 return
+            entry.state = self.provisioners[-1]
         self._send(entry)
 
     def _from_provisioner(self, message: Message) -> None:

@@ -202,7 +202,9 @@ class Runtime:
             self.stripping.discard(entry.name)
             asyncio.ensure_future(asyncio.to_thread(writer.strip, namespace, name, self.finalizer))
             return
-        if deleting:
+        # A Service on its way out gets no write per step (that is most of a
+        # deletion's API cost); only a blocked deletion shows why it is blocked.
+        if deleting and (body is None or not entry.error):
             return
         writer.show(entry.name, present(entry, self.scope, self.pending.get(entry.name, "")))
 
@@ -211,18 +213,20 @@ class Runtime:
         return entry is None or (entry.state == UNDEPLOYED and entry.expected_state == UNDEPLOYED
                                  and not entry.work_in_progress)
 
-    def service_for_deletion(self, namespace: str, name: str) -> Service | None:
+    def service_for_deletion(self, namespace: str, name: str, body: Mapping[str, Any]) -> Service:
         """What we know of a Service deleted while we were away, for the core to undo.
 
-        After a restart kopf resumes no Service that is being deleted, so the
-        core has no entry for it; it walks every step back from ``deployed``
+        After a restart the core has no entry for it; it walks every step back
         (steps are idempotent), starting from the address the annotations show.
+        Never None: a Service we cannot read is still undone by name.
         """
-        view = self.view(namespace, name)
-        if view is None or self.provider is None:
-            return None
-        service = self.provider.read(view).service
-        annotations = (view.body.get("metadata") or {}).get("annotations") or {}
+        service = Service(name=f"{namespace}/{name}")
+        view = self.view(namespace, name, body)
+        if view is not None and self.provider is not None:
+            read = self.provider.read(view).service
+            if read is not None:
+                service = read
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
         return replace(service, public_ip=annotations.get(self.scope.key(PUBLIC_IP), ""))
 
     def lookup(self, namespace: str, name: str) -> ClusterView | None:
@@ -345,7 +349,7 @@ async def service_changed(body: Any, namespace: Any, name: str, **_: Any) -> Non
 
 
 @kopf.on.delete(*SERVICES, when=_managed)
-async def service_deleted(namespace: Any, name: str, **_: Any) -> None:
+async def service_deleted(body: Any, namespace: Any, name: str, **_: Any) -> None:
     key = f"{namespace}/{name}"
     provider, app = RUNTIME.provider, RUNTIME.app
     if provider is None or app is None:
@@ -353,10 +357,7 @@ async def service_deleted(namespace: Any, name: str, **_: Any) -> None:
     RUNTIME.pending.pop(key, None)
     entry = app.core.entry(key)
     if entry is None:
-        service = RUNTIME.service_for_deletion(namespace, name)
-        if service is None:
-            return
-        await provider.forget_service(service)
+        await provider.forget_service(RUNTIME.service_for_deletion(namespace, name, body))
     elif entry.expected_state == DEPLOYED:
         await provider.forget(namespace, name)
     done = RUNTIME.undeployed.setdefault(key, asyncio.Event())
