@@ -41,8 +41,8 @@ from tests.chaos.harness import (
     ROOT,
     STATE_KEY,
     ConsulServer,
-    ControlPlane,
     Controller,
+    ControlPlane,
     F5Process,
     Kube,
     annotations_of,
@@ -118,7 +118,7 @@ class DeployWatch:
             self.changed.clear()
             try:
                 await asyncio.wait_for(self.changed.wait(), timeout=min(remaining, 1.0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return True
 

@@ -85,17 +85,17 @@ def _stop_process(process: subprocess.Popen[bytes] | None, sig: int = signal.SIG
 
 # ------------------------------------------------------------------ control plane
 
-AUDIT_POLICY = """\
+AUDIT_POLICY = f"""\
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
 - level: None
-  users: ["%s", "system:apiserver"]
+  users: ["{DRIVER_USER}", "system:apiserver"]
 - level: None
   nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version", "/openapi*"]
 - level: Metadata
-""" % DRIVER_USER
+"""
 
 
 @dataclass

@@ -19,8 +19,16 @@ import pytest
 
 from tests.chaos.checks import converge, summary
 from tests.chaos.conftest import chaos_int
-from tests.chaos.harness import ERROR_KEY, STATE_KEY, ConsulServer, Controller, ControlPlane, F5Process, Kube, \
-    annotations_of
+from tests.chaos.harness import (
+    ERROR_KEY,
+    STATE_KEY,
+    ConsulServer,
+    Controller,
+    ControlPlane,
+    F5Process,
+    Kube,
+    annotations_of,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(600)]
 
