@@ -326,7 +326,7 @@ class Bench:
         self.windows["steady"] = (wall0, time.time())
         self.result["scale"] = {
             "services": len(names), "deployed": len(watch.deployed_at), "complete": done,
-            "created_s": created_s, "all_deployed_s": deployed_s,
+            "created_s": created_s, "all_deployed_s": deployed_s, "errors_seen": len(watch.errors_seen),
             "steady_s": minutes * 60,
             "rss_mb": statistics.fmean(rss_samples) if rss_samples else float("nan"),
             "rss_mb_max": max(rss_samples, default=float("nan")),

@@ -70,7 +70,7 @@ async def test_sigkill_at_random_instants_converges(kube: Kube, namespace: str, 
         controller.start(wait=False)
     await asyncio.to_thread(controller.wait_healthy)
     burst_done = time.monotonic()
-    took, world, found, duplicates = await converge(kube, namespace, consul_server, f5, live, deleted, timeout=300)
+    took, world, found, duplicates = await converge(kube, namespace, consul_server, f5, live, deleted, timeout=180)
     worst_duplicates = max(worst_duplicates, duplicates)
     report("sigkill", seed=seed, faults_survived=controller.kills, controller_starts=controller.starts,
            services_created=services, services_live=len(live), services_deleted=len(deleted),
