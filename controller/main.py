@@ -168,6 +168,10 @@ class Runtime:
         view = self.view(namespace, name, body)
         if view is None or self.provider is None:
             return
+        if (view.body.get("metadata") or {}).get("deletionTimestamp"):
+            # On its way out: only the delete handler speaks for it now.  An
+            # endpoint or node event must not publish it again.
+            return
         key = f"{namespace}/{name}"
         self.stripping.discard(key)
         reading = await self.provider.observe(view)
@@ -209,9 +213,11 @@ class Runtime:
         writer.show(entry.name, present(entry, self.scope, self.pending.get(entry.name, "")))
 
     def entry_is_undone(self, key: str) -> bool:
+        # No entry is not "undone": after a restart, or right after a delete
+        # was queued, the core has not walked the steps back yet.
         entry = self.app.core.entry(key) if self.app else None
-        return entry is None or (entry.state == UNDEPLOYED and entry.expected_state == UNDEPLOYED
-                                 and not entry.work_in_progress)
+        return entry is not None and (entry.state == UNDEPLOYED and entry.expected_state == UNDEPLOYED
+                                      and not entry.work_in_progress)
 
     def service_for_deletion(self, namespace: str, name: str, body: Mapping[str, Any]) -> Service:
         """What we know of a Service deleted while we were away, for the core to undo.

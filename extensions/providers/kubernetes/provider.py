@@ -91,6 +91,8 @@ class KubernetesProvider(BaseExtension):
         view = lookup(namespace, name)
         if view is None or not is_managed(view.body, self.scope):
             return Message(Action.DELETE, message.service)
+        if (view.body.get("metadata") or {}).get("deletionTimestamp"):
+            return Message(Action.DELETE, message.service)  # being deleted: surely going
         return _message_for(self.read(view))
 
 
