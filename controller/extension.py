@@ -41,6 +41,11 @@ class Extension(Protocol):
         ...
 
 
+def no_entries() -> Mapping[str, Service]:
+    """The default: no core to ask (an extension driven on its own); orphan sweeps stay off."""
+    return {}
+
+
 @dataclass
 class ExtensionContext:
     """What the core lends an extension besides its config."""
@@ -48,11 +53,16 @@ class ExtensionContext:
     name: str
     # Live entries of the core by name: lets a provisioner tell its own
     # orphans (records of entries that no longer exist) from live records.
-    entries: Callable[[], Mapping[str, Service]] = dict
+    entries: Callable[[], Mapping[str, Service]] = no_entries
     data_dir: Path = field(default_factory=Path.cwd)
     # Runtime objects the embedding program hands over (e.g. an allocation
     # store backed by the cluster); keys are documented by the extension.
     services: dict[str, Any] = field(default_factory=dict)
+
+
+    @property
+    def knows_entries(self) -> bool:
+        return self.entries is not no_entries
 
 
 class ExtensionStartError(RuntimeError):

@@ -116,3 +116,33 @@ def test_bad_pool_configs_are_errors(keys, path):
     report = Report()
     IPAllocConfig.from_section(Section(keys, "ipam.ipalloc", report))
     assert any(p.path == path for p in report.errors)
+
+
+async def test_allocations_of_entries_that_no_longer_exist_are_freed_after_two_passes():
+    from extensions.orphans import OrphanSweep
+
+    live = {"ns/kept": Service(name="ns/kept")}
+    store = MemoryStore()
+    cfg = config(network_cidr="10.9.0.0/29")
+    prov = IPAllocProvisioner(cfg, ExtensionContext("provisioner.ipalloc", entries=lambda: live,
+                                                    services={STORE_SERVICE: store}))
+    await prov.setup()
+    await prov.handle(add("ns/kept"))
+    await prov.handle(add("ns/gone"))  # its delete was lost in a crash
+    sweep = OrphanSweep()
+    assert sweep.confirmed(set(store.allocations.values()), live) == set()  # first pass: only suspected
+    orphans = sweep.confirmed(set(store.allocations.values()), live)
+    assert orphans == {"ns/gone"}
+    for owner in orphans:
+        await prov._free_orphan(owner)
+    assert set(store.allocations.values()) == {"ns/kept"}
+
+
+def test_an_owner_that_comes_back_between_passes_is_not_an_orphan():
+    from extensions.orphans import OrphanSweep
+
+    sweep = OrphanSweep()
+    assert sweep.confirmed({"a"}, set()) == set()
+    assert sweep.confirmed({"a"}, {"a"}) == set()
+    assert sweep.confirmed({"a"}, set()) == set()
+    assert sweep.confirmed({"a"}, set()) == {"a"}

@@ -30,6 +30,8 @@ class F5Config:
     ca_file: str = ""
     insecure_skip_verify: bool = False
     request_timeout: float = 30.0
+    # How often objects of entries that no longer exist are removed; 0 turns it off.
+    reconcile_interval: float = 60.0
 
     @property
     def base_url(self) -> str:
@@ -75,4 +77,5 @@ class F5Config:
             ca_file=s.file("caFile"),
             insecure_skip_verify=insecure,
             request_timeout=s.duration("requestTimeout", 30.0) or 30.0,
+            reconcile_interval=s.duration("reconcileInterval", 60.0),
         )

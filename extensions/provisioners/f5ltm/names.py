@@ -58,3 +58,12 @@ def node_description(suffix: str) -> str:
 def owns_node(description: str | None) -> bool:
     text = (description or "").strip()
     return text == f"{MARK}node" or text.startswith(f"{MARK}node ")
+
+
+def owner_of(description: str | None) -> str:
+    """The entry named by an ownership mark (``interlook:ns/name ...``), or "" (nodes, foreign objects)."""
+    text = (description or "").strip()
+    if not text.startswith(MARK):
+        return ""
+    owner = text[len(MARK):].split(" ", 1)[0]
+    return "" if owner == "node" else owner

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from controller.extension import BaseExtension, ExtensionContext
 from controller.messages import Action, Message, Service
+from extensions.orphans import OrphanSweep
 from extensions.provisioners.f5ltm.client import BigIPClient, BigIPError, BigIPUnreachable, uri_id
 from extensions.provisioners.f5ltm.config import F5Config
 from extensions.provisioners.f5ltm.names import (
@@ -34,6 +35,7 @@ from extensions.provisioners.f5ltm.names import (
     object_description,
     object_name,
     owned_by,
+    owner_of,
     owns_node,
 )
 
@@ -114,6 +116,41 @@ class F5Provisioner(BaseExtension):
         if self.client is not None:
             await self.client.close()
             self.client = None
+
+    async def run_background(self) -> None:
+        """Remove what was made for entries that no longer exist (see extensions/orphans.py)."""
+        interval = self.config.reconcile_interval
+        if not interval or not self.context.knows_entries:
+            return
+        sweep = OrphanSweep()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                owners = await self._owners()
+            except (BigIPError, BigIPUnreachable) as exc:
+                self.log.warning("orphan sweep skipped: %s", exc)
+                continue
+            for owner in sweep.confirmed(owners, self.context.entries()):
+                async with self.entry_lock(owner):
+                    if owner in self.context.entries():
+                        continue
+                    try:
+                        await self._unpublish(Service(name=owner))
+                        self.log.info("removed the objects of %s: its entry no longer exists", owner)
+                    except (BigIPError, BigIPUnreachable, PlanError) as exc:
+                        self.log.warning("orphan %s not removed yet: %s", owner, exc)
+
+    async def _owners(self) -> set[str]:
+        """Entries that own a pool in our partition, read from the ownership mark."""
+        listing = await self._bigip.get(POOL) or {}
+        owners = set()
+        for item in listing.get("items") or []:
+            if item.get("partition", self.config.partition) != self.config.partition:
+                continue
+            owner = owner_of(item.get("description"))
+            if owner:
+                owners.add(owner)
+        return owners
 
     async def handle(self, message: Message) -> Message:
         if message.action in (Action.ADD, Action.UPDATE):

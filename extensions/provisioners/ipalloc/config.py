@@ -18,6 +18,8 @@ class IPAllocConfig:
     first: IPAddress      # first address that may be given
     last: IPAddress       # last address that may be given
     db_file: str = ""
+    # How often allocations of entries that no longer exist are freed; 0 turns it off.
+    reconcile_interval: float = 60.0
 
     @classmethod
     def from_section(cls, section: Section) -> IPAllocConfig:
@@ -25,9 +27,10 @@ class IPAllocConfig:
         start = section.ip("ip_start")
         end = section.ip("ip_end")
         db_file = section.str("db_file")
+        reconcile = section.duration("reconcileInterval", 60.0)
         if network is None:
             placeholder = ipaddress.ip_network("192.0.2.0/30")
-            return cls(placeholder, placeholder[1], placeholder[2], db_file)
+            return cls(placeholder, placeholder[1], placeholder[2], db_file, reconcile)
         usable_first, usable_last = usable_range(network)
         first: Any = start or usable_first
         last: Any = end or usable_last
@@ -43,7 +46,7 @@ class IPAllocConfig:
             first = usable_first
         if last.version == network.version and last > usable_last:
             last = usable_last
-        return cls(network=network, first=first, last=last, db_file=db_file)
+        return cls(network=network, first=first, last=last, db_file=db_file, reconcile_interval=reconcile)
 
     def contains(self, address: str) -> bool:
         try:

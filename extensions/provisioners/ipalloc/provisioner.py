@@ -16,6 +16,7 @@ from typing import Any
 
 from controller.extension import BaseExtension, ExtensionContext
 from controller.messages import Action, Message
+from extensions.orphans import OrphanSweep
 from extensions.provisioners.ipalloc.config import IPAllocConfig
 from extensions.provisioners.ipalloc.store import AllocationStore, FileStore, MemoryStore
 
@@ -50,6 +51,32 @@ class IPAllocProvisioner(BaseExtension):
         self._holders = await self.store.load()
         self.log.info("pool %s: %d addresses (%s-%s), %d allocated", self.config.network, self._size,
                       self.config.first, self.config.last, len(self._holders))
+
+    async def run_background(self) -> None:
+        """Free the addresses of entries that no longer exist (see extensions/orphans.py)."""
+        interval = self.config.reconcile_interval
+        if not interval or not self.context.knows_entries:
+            return
+        sweep = OrphanSweep()
+        while True:
+            await asyncio.sleep(interval)
+            # Re-read the store: a process killed mid-claim may have left an
+            # allocation our cache never saw.
+            holders = await self.store.load()
+            async with self._lock:
+                self._holders = holders
+            for owner in sweep.confirmed(set(holders.values()), self.context.entries()):
+                await self._free_orphan(owner)
+
+    async def _free_orphan(self, owner: str) -> None:
+        async with self.entry_lock(owner):
+            if owner in self.context.entries():
+                return
+            async with self._lock:
+                for ip in self._owned_by(owner):
+                    await self.store.release(ip, owner)
+                    self._holders.pop(ip, None)
+                    self.log.info("freed %s: its entry %s no longer exists", ip, owner)
 
     async def handle(self, message: Message) -> Message:
         async with self._lock:
