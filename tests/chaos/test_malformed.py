@@ -161,7 +161,7 @@ async def test_malformed_services_get_errors_and_the_controller_survives(
                 out.append(f"{name} ({case['kind']}): error shown but no Warning Event")
         return out
 
-    deadline = time.monotonic() + 150
+    deadline = time.monotonic() + 90
     while True:
         services = {o["metadata"]["name"]: o for o in await kube.services(namespace)}
         warned = {e["involvedObject"]["name"] for e in await kube.events(namespace)
