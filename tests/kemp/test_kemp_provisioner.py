@@ -10,9 +10,10 @@ from dataclasses import replace
 
 import pytest
 
+from controller.config import Report, Section
 from controller.extension import ExtensionContext, ExtensionStartError
 from controller.messages import Action, Message, Service, Target
-from extensions.provisioners.kemplm import KempProvisioner
+from extensions.provisioners.kemplm import KempConfig, KempProvisioner
 from extensions.provisioners.kemplm.client import VirtualService, parse_virtual_service
 from tests.kemp.conftest import PASSWORD, Sim, kemp_config
 
@@ -254,21 +255,24 @@ async def test_nothing_secret_in_errors_or_logs(sim: Sim, caplog: pytest.LogCapt
     assert "password=" not in repr(sim_config)
 
 
-async def test_api_key_instead_of_password(sim: Sim):
-    if sim.local is None:
-        pytest.skip("the shared simulator has no API key configured")
-    config = replace(kemp_config(sim), username="", password="", api_key="sim-api-key-0123")
-    extension = KempProvisioner(config, ExtensionContext("p"))
-    await extension.setup()
-    try:
-        assert (await extension.handle(add())).error == ""
-        await sim.faults(error_rate=1.0)
-        failed = await extension.handle(add())
-        await sim.clear_faults()
-    finally:
-        await extension.teardown()
-    assert len(await virtual_services(sim)) == 1
-    assert failed.error and "sim-api-key-0123" not in failed.error
+async def test_api_key_instead_of_password():
+    # Its own simulator, configured with an API key (the shared one has none).
+    from tests.simulators.kemp import KempSimulator
+
+    async with KempSimulator(api_key="sim-api-key-0123") as keyed:
+        data = {"endpoint": keyed.url, "apiKey": "sim-api-key-0123", "caFile": str(keyed.ca_file)}
+        report = Report()
+        config = KempConfig.from_section(Section(data, "lb.kemplm", report))
+        assert not report.errors, report.errors
+        extension = KempProvisioner(config, ExtensionContext("p"))
+        await extension.setup()
+        try:
+            reply = await extension.handle(add())
+        finally:
+            await extension.teardown()
+        assert reply.error == ""
+        assert len(keyed.appliance.virtual_services) == 1
+        assert "sim-api-key-0123" not in repr(config)
 
 
 async def test_runs_under_the_extension_contract(sim: Sim):
