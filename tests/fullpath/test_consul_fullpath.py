@@ -145,11 +145,6 @@ def test_consul_outage_holds_the_deletion_until_consul_is_back(
     assert owned_then == []
     assert records_then == {hosts[0]: None}
     waiting(lambda: ip not in cluster.allocations(), "the address to be freed", controller)
-    if not error_annotation:
-        # controller/main.py RuntimeState.on_entry: `if deleting: return` skips writer.show() for every Service
-        # that has a deletionTimestamp, so a deletion held by a failing step keeps showing state=deployed and no
-        # interlook.io/error (only the Warning Event says why).  Fix: show error presentations while deleting,
-        # e.g. `if deleting and (body is None or not entry.error): return`.  This test passes once fixed.
-        pytest.xfail("known bug: a deletion blocked by a failing step never shows interlook.io/error "
-                     "(controller/main.py on_entry returns early for Services with a deletionTimestamp)")
+    # A deletion held by a failing step shows why on the Service, not only in an Event.
+    assert error_annotation, "no interlook.io/error while the deletion was blocked"
     assert "consul" in error_annotation.lower()
