@@ -137,3 +137,11 @@ def test_events_are_posted_on_transitions_only() -> None:
     gone = entry(UNDEPLOYED, UNDEPLOYED)
     assert [e.reason for e in events_between(entry("provisioner.ipalloc", UNDEPLOYED, wip=True), gone)] == [
         "Deprovisioned"]
+
+
+@pytest.mark.parametrize("port", ["²", "٣", "8O"])
+def test_a_port_that_only_looks_numeric_is_a_clear_error(port):
+    from extensions.providers.kubernetes.contract import InvalidService, select_port
+
+    with pytest.raises(InvalidService, match="not a port of the Service"):
+        select_port({"ports": [{"name": "http", "port": 80, "nodePort": 30080}]}, port)

@@ -217,7 +217,8 @@ def select_port(spec: Mapping[str, Any], wanted: str) -> tuple[int, int]:
         raise InvalidService("no port given (port is empty)")
     ports = spec.get("ports") or []
     chosen = next((p for p in ports if p.get("name") == wanted), None)
-    if chosen is None and wanted.isdigit():
+    # isdigit() alone accepts "²", which int() refuses: digits are ASCII here.
+    if chosen is None and wanted.isascii() and wanted.isdigit():
         chosen = next((p for p in ports if int(p.get("port") or 0) == int(wanted)), None)
     if chosen is None:
         names = ", ".join(str(p.get("name") or p.get("port")) for p in ports) or "none"
