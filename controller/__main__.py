@@ -12,34 +12,38 @@ import logging
 import signal
 import sys
 
-from controller.config import ConfigError
+from controller.config import Config, ConfigError
 
 EXIT_CONFIG = 2
 EXIT_START = 1
 
 
-def _describe(config: object) -> str:
-    from controller.config import Config
+def _describe(config: Config) -> str:
+    from extensions import KNOWN_EXTENSIONS
 
-    assert isinstance(config, Config)
     lines = ["workflow:"]
     for index, step in enumerate(config.core.workflow_steps, 1):
-        from extensions import KNOWN_EXTENSIONS
-
         spec = KNOWN_EXTENSIONS[step]
         role = "provider" if step.startswith("provider.") else "provisioner"
         lines.append(f"  {index}. {step} ({role}, config section {spec.section})")
     return "\n".join(lines)
 
 
-def check_config(path: str) -> int:
+def _read_or_report(path: str | None) -> Config | None:
+    """The config, or None after printing every problem with its key path."""
     from controller.app import read_config
 
     try:
-        config = read_config(path)
+        return read_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
+        return None
+
+
+def check_config(path: str) -> int:
+    config = _read_or_report(path)
+    if config is None:
         return EXIT_CONFIG
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -49,14 +53,11 @@ def check_config(path: str) -> int:
 
 
 async def _run(path: str | None) -> int:
-    from controller.app import build_app, read_config, setup_logging
+    from controller.app import build_app, setup_logging
     from controller.extension import ExtensionStartError
 
-    try:
-        config = read_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
+    config = _read_or_report(path)
+    if config is None:
         return EXIT_CONFIG
     setup_logging(config.core.log_level, config.core.log_file)
     app = build_app(config)

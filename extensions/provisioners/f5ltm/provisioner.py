@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from controller.extension import BaseExtension, ExtensionContext
 from controller.messages import Action, Message, Service
-from extensions.orphans import OrphanSweep
+from extensions.orphans import sweep_forever
 from extensions.provisioners.f5ltm.client import BigIPClient, BigIPError, BigIPUnreachable, uri_id
 from extensions.provisioners.f5ltm.config import F5Config
 from extensions.provisioners.f5ltm.names import (
@@ -119,26 +119,12 @@ class F5Provisioner(BaseExtension):
 
     async def run_background(self) -> None:
         """Remove what was made for entries that no longer exist (see extensions/orphans.py)."""
-        interval = self.config.reconcile_interval
-        if not interval or not self.context.knows_entries:
-            return
-        sweep = OrphanSweep()
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                owners = await self._owners()
-            except (BigIPError, BigIPUnreachable) as exc:
-                self.log.warning("orphan sweep skipped: %s", exc)
-                continue
-            for owner in sweep.confirmed(owners, self.context.entries()):
-                async with self.entry_lock(owner):
-                    if owner in self.context.entries():
-                        continue
-                    try:
-                        await self._unpublish(Service(name=owner))
-                        self.log.info("removed the objects of %s: its entry no longer exists", owner)
-                    except (BigIPError, BigIPUnreachable, PlanError) as exc:
-                        self.log.warning("orphan %s not removed yet: %s", owner, exc)
+        await sweep_forever(self, self.config.reconcile_interval, self._owners, self._remove_orphan,
+                            errors=(BigIPError, BigIPUnreachable, PlanError))
+
+    async def _remove_orphan(self, owner: str) -> None:
+        await self._unpublish(Service(name=owner))
+        self.log.info("removed the objects of %s: its entry no longer exists", owner)
 
     async def _owners(self) -> set[str]:
         """Entries that own a pool in our partition, read from the ownership mark."""

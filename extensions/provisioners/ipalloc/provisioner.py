@@ -16,7 +16,7 @@ from typing import Any
 
 from controller.extension import BaseExtension, ExtensionContext
 from controller.messages import Action, Message
-from extensions.orphans import OrphanSweep
+from extensions.orphans import sweep_forever
 from extensions.provisioners.ipalloc.config import IPAllocConfig
 from extensions.provisioners.ipalloc.store import AllocationStore, FileStore, MemoryStore
 
@@ -54,27 +54,20 @@ class IPAllocProvisioner(BaseExtension):
 
     async def run_background(self) -> None:
         """Free the addresses of entries that no longer exist (see extensions/orphans.py)."""
-        interval = self.config.reconcile_interval
-        if not interval or not self.context.knows_entries:
-            return
-        sweep = OrphanSweep()
-        while True:
-            await asyncio.sleep(interval)
-            # From our cache (loaded at start-up, kept by every claim and
-            # release): a sweep costs no request in steady state, so 10,000
-            # idle Services cost no periodic LIST.
-            for owner in sweep.confirmed(set(self._holders.values()), self.context.entries()):
-                await self._free_orphan(owner)
+        await sweep_forever(self, self.config.reconcile_interval, self._owners, self._free_orphan)
+
+    async def _owners(self) -> set[str]:
+        # From our cache (loaded at start-up, kept by every claim and
+        # release): a sweep costs no request in steady state, so 10,000
+        # idle Services cost no periodic LIST.
+        return set(self._holders.values())
 
     async def _free_orphan(self, owner: str) -> None:
-        async with self.entry_lock(owner):
-            if owner in self.context.entries():
-                return
-            async with self._lock:
-                for ip in self._owned_by(owner):
-                    await self.store.release(ip, owner)
-                    self._holders.pop(ip, None)
-                    self.log.info("freed %s: its entry %s no longer exists", ip, owner)
+        async with self._lock:
+            for ip in self._owned_by(owner):
+                await self.store.release(ip, owner)
+                self._holders.pop(ip, None)
+                self.log.info("freed %s: its entry %s no longer exists", ip, owner)
 
     async def handle(self, message: Message) -> Message:
         async with self._lock:
