@@ -8,13 +8,18 @@ into annotations, LoadBalancer status and Events on the Service.
 
 Rules this layer keeps (docs/kubernetes.md):
 
-* only managed Services are touched: every Service handler is filtered, and
-  kopf's own bookkeeping (finalizer, diff-base, progress) lives under our
-  annotation prefix and only ever on managed Services;
+* only managed Services are touched;
+* every handler is a plain event handler: the desired state is the Service
+  itself and the core keeps the progress, so kopf keeps no bookkeeping on the
+  object (no diff-base or progress annotations, no write of its own).  A
+  Service costs two PATCHes: the finalizer, then its result (intermediate
+  states only when they last, see writeback.py);
 * EndpointSlices, Nodes and Services are followed through kopf indexes, so no
   event costs a LIST and a refresh from the core is answered from memory;
-* a managed Service carries a finalizer; its deletion waits until the core
-  walked the workflow back to ``undeployed``.
+* a managed Service carries our finalizer before any step runs for it; its
+  deletion waits until the core walked the workflow back to ``undeployed``,
+  then the finalizer is released.  After a restart kopf lists every Service
+  again, which resumes both the published and the deleting ones.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import kopf
 from controller.app import App, build_app, read_config, setup_logging
 from controller.entries import DEPLOYED, UNDEPLOYED, Entry
 from controller.messages import Service
+from extensions.kube_api import KubeApi
 from extensions.providers.kubernetes.contract import (
     PUBLIC_IP,
     Scope,
@@ -43,6 +49,7 @@ from extensions.providers.kubernetes.contract import (
 from extensions.providers.kubernetes.provider import LOOKUP_SERVICE, ClusterView, KubernetesProvider
 from extensions.providers.kubernetes.writeback import (
     StatusWriter,
+    brief_error,
     events_between,
     pending_presentation,
     present,
@@ -54,65 +61,28 @@ SERVICES = ("", "v1", "services")
 ENDPOINT_SLICES = ("discovery.k8s.io", "v1", "endpointslices")
 NODES = ("", "v1", "nodes")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-# How long one run of the delete handler waits before kopf retries it.
+# How often a deletion re-checks the core's entry (and asks again, if the entry went missing).
 DELETE_WAIT = 20.0
+# Backoff for a finalizer write the API server refused for a passing reason.
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
-class ManagedOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
-    """kopf's last-handled-configuration, kept only on managed Services.
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff-base for a layer without change handlers: nothing is kept, nothing is built.
 
-    kopf stores a diff-base on every object of a watched kind, handled or
-    not; an unmanaged Service must stay untouched, so storing is skipped for
-    it.  Our output annotations are left out of the essence, so writing a
-    result never looks like a change of the Service to kopf; our *input*
-    annotations stay in (kopf would drop every key of a prefix it manages).
+    kopf builds the "essence" of every object on every event to detect
+    changes for on.create/on.update; here the desired state is the object
+    itself and the core keeps the progress, so that work is skipped.
     """
-
-    def __init__(self, runtime: Runtime):
-        super().__init__(prefix=runtime.scope.prefix, key="last-handled-configuration", v1=False)
-        self.runtime = runtime
-
-    def _detect_marked_prefixes(self, annotations: Mapping[str, str]) -> set[str]:  # type: ignore[override]
-        return {p for p in super()._detect_marked_prefixes(annotations) if p != self.prefix}
 
     def build(self, *, body: Any, extra_fields: Any = None) -> Any:
-        essence = super().build(body=body, extra_fields=extra_fields)
-        annotations = (essence.get("metadata") or {}).get("annotations") or {}
-        ignored = set(self.runtime.output_keys) | {f"{self.prefix}/kopf-managed"}
-        for key in list(annotations):
-            if key in ignored:
-                del annotations[key]
-        self.remove_empty_stanzas(essence)
-        return essence
-
-    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
-        if is_managed(body, self.runtime.scope):
-            super().store(body=body, patch=patch, essence=essence)
+        return {}
 
     def fetch(self, *, body: Any) -> Any:
-        if not is_managed(body, self.runtime.scope):
-            return None
-        return super().fetch(body=body)
+        return None
 
-
-class InputKeepingProgress(kopf.AnnotationsProgressStorage):
-    """kopf's handler progress under our prefix, without hiding our *input* annotations.
-
-    kopf drops every annotation of its prefix from the essence it compares;
-    ``interlook.io/hosts`` & co. must stay in, or editing them is no change.
-    """
-
-    def __init__(self, runtime: Runtime):
-        super().__init__(prefix=runtime.scope.prefix, v1=False)
-        self.runtime = runtime
-
-    def clear(self, *, essence: Any) -> Any:
-        annotations = (essence.get("metadata") or {}).get("annotations") or {}
-        inputs = {k: v for k, v in annotations.items() if k in self.runtime.input_keys}
-        essence = super().clear(essence=essence)
-        if inputs:
-            essence.setdefault("metadata", {}).setdefault("annotations", {}).update(inputs)
-        return essence
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
 
 
 @dataclass
@@ -129,15 +99,10 @@ class Runtime:
     pending: dict[str, str] = field(default_factory=dict)      # entry -> why it is not published
     undeployed: dict[str, asyncio.Event] = field(default_factory=dict)
     stripping: set[str] = field(default_factory=set)           # entries no longer ours, to clean
-
-    @property
-    def input_keys(self) -> tuple[str, ...]:
-        return tuple(self.scope.key(k) for k in ("hosts", "port", "tls", "ip"))
-
-    @property
-    def output_keys(self) -> tuple[str, ...]:
-        from extensions.providers.kubernetes.contract import OUTPUT_KEYS
-        return tuple(self.scope.key(k) for k in OUTPUT_KEYS)
+    # entry -> (uid, resourceVersion) of our finalizer write, until an event shows it
+    finalized: dict[str, tuple[str, str]] = field(default_factory=dict)
+    admitting: dict[str, asyncio.Task[None]] = field(default_factory=dict)   # finalizer writes being retried
+    finalizing: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # deletions in progress
 
     # -- views from the indexes -------------------------------------------------
     def service_body(self, namespace: str, name: str) -> Mapping[str, Any] | None:
@@ -202,9 +167,15 @@ class Runtime:
         deleting = body is None or bool((body.get("metadata") or {}).get("deletionTimestamp"))
         for event in events_between(before, entry):
             asyncio.ensure_future(writer.post_event(entry.name, event))
+        if done and body is None and entry.name not in self.finalizing:
+            # Gone from the API and undone: nothing more will be shown for it.
+            self.last_seen.pop(entry.name, None)
+            self.undeployed.pop(entry.name, None)
+            writer.forget(entry.name)
+            return
         if done and entry.name in self.stripping:
             self.stripping.discard(entry.name)
-            asyncio.ensure_future(asyncio.to_thread(writer.strip, namespace, name, self.finalizer))
+            asyncio.ensure_future(writer.strip(namespace, name, self.finalizer))
             return
         # A Service on its way out gets no write per step (that is most of a
         # deletion's API cost); only a blocked deletion shows why it is blocked.
@@ -218,6 +189,144 @@ class Runtime:
         entry = self.app.core.entry(key) if self.app else None
         return entry is not None and (entry.state == UNDEPLOYED and entry.expected_state == UNDEPLOYED
                                       and not entry.work_in_progress)
+
+    # -- the finalizer and deletions -------------------------------------------------
+    async def admit(self, namespace: str, name: str, body: Mapping[str, Any]) -> bool:
+        """Our finalizer on the Service before any step runs for it; False while it is not there."""
+        key = f"{namespace}/{name}"
+        meta = body.get("metadata") or {}
+        if self.finalizer in (meta.get("finalizers") or []):
+            return True
+        written = self.finalized.get(key)
+        if written is not None and _older(meta, written):
+            return True  # an event from before our PATCH: kopf hands them over in order
+        if key in self.admitting or self.writer is None:
+            return False
+        try:
+            version = await self.writer.add_finalizer(namespace, name, self.finalizer, body)
+        except Exception as exc:  # the API server is away: retry in the background, not in kopf's worker
+            log.warning("cannot put the finalizer on %s (%s); retrying", key, brief_error(exc))
+            self.admitting[key] = asyncio.create_task(self._admit_later(namespace, name), name=f"admit-{key}")
+            return False
+        if version is None:
+            return False  # gone, or being deleted: its next event says which
+        self.finalized[key] = (str(meta.get("uid") or ""), version)
+        return True
+
+    async def _admit_later(self, namespace: str, name: str) -> None:
+        key = f"{namespace}/{name}"
+        try:
+            for attempt in range(1_000_000):
+                await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+                body = self.service_body(namespace, name)
+                if body is None or not is_managed(body, self.scope) or body["metadata"].get("deletionTimestamp"):
+                    return  # its next event (or its deletion) takes over
+                assert self.writer is not None
+                try:
+                    version = await self.writer.add_finalizer(namespace, name, self.finalizer, body)
+                    if version is None:
+                        return
+                except Exception as exc:
+                    log.warning("cannot put the finalizer on %s (%s); retrying", key, brief_error(exc))
+                    continue
+                self.finalized[key] = (str(body["metadata"].get("uid") or ""), version)
+                await self.publish(namespace, name, body)
+                return
+        finally:
+            self.admitting.pop(key, None)
+
+    def start_deletion(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        key = f"{namespace}/{name}"
+        running = self.finalizing.get(key)
+        if running is not None and not running.done():
+            return
+        self.finalizing[key] = asyncio.create_task(self._finalize(namespace, name, body), name=f"finalize-{key}")
+
+    async def _finalize(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        """Undo every step, then release the finalizer: the Service's deletion waits for this."""
+        key = f"{namespace}/{name}"
+        try:
+            self.pending.pop(key, None)
+            self.stripping.discard(key)
+            done = self.undeployed.setdefault(key, asyncio.Event())
+            await self._ask_undo(namespace, name, body)
+            while not self.entry_is_undone(key):
+                try:
+                    await asyncio.wait_for(done.wait(), timeout=DELETE_WAIT)
+                except TimeoutError:
+                    entry = self.app.core.entry(key) if self.app else None
+                    if entry is None:
+                        await self._ask_undo(namespace, name, self.service_body(namespace, name) or body)
+                    else:
+                        log.info("deletion of %s waits for the workflow at %s%s", key, entry.state,
+                                 f": {entry.error}" if entry.error else "")
+            await self._release(namespace, name)
+            self.undeployed.pop(key, None)
+            self.last_seen.pop(key, None)
+            self.finalized.pop(key, None)
+            if self.writer is not None:
+                self.writer.forget(key)
+        finally:
+            if self.finalizing.get(key) is asyncio.current_task():
+                del self.finalizing[key]
+
+    async def _ask_undo(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        assert self.provider is not None and self.app is not None
+        entry = self.app.core.entry(f"{namespace}/{name}")
+        if entry is None:
+            await self.provider.forget_service(self.service_for_deletion(namespace, name, body))
+        elif entry.expected_state == DEPLOYED:
+            await self.provider.forget(namespace, name)
+
+    async def _release(self, namespace: str, name: str) -> None:
+        assert self.writer is not None
+        for attempt in range(1_000_000):
+            try:
+                await self.writer.release_finalizer(namespace, name, self.finalizer)
+                return
+            except Exception as exc:
+                log.warning("cannot release the finalizer of %s/%s (%s); retrying", namespace, name,
+                            brief_error(exc))
+                await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+
+    async def forget_if_published(self, namespace: str, name: str) -> None:
+        key = f"{namespace}/{name}"
+        self.pending.pop(key, None)
+        entry = self.app.core.entry(key) if self.app else None
+        if entry is not None and entry.expected_state == DEPLOYED and self.provider is not None:
+            await self.provider.forget(namespace, name)
+
+    async def gone(self, namespace: str, name: str) -> None:
+        """The Service left the API (our finalizer released, or never there)."""
+        key = f"{namespace}/{name}"
+        self.stripping.discard(key)
+        self.finalized.pop(key, None)
+        retry = self.admitting.pop(key, None)
+        if retry is not None:
+            retry.cancel()
+        if key in self.finalizing:
+            return  # the deletion finishes its own bookkeeping
+        await self.forget_if_published(namespace, name)
+        if self.writer is not None:
+            self.writer.forget(key)
+
+    async def release_unmanaged(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        """A Service that stopped being ours (annotation removed, type changed): undo, then clean our marks."""
+        if not carries_our_marks(body, self.scope, self.finalizer):
+            return
+        key = f"{namespace}/{name}"
+        if key in self.stripping:
+            return
+        self.pending.pop(key, None)
+        self.finalized.pop(key, None)
+        self.stripping.add(key)
+        if self.entry_is_undone(key):
+            self.stripping.discard(key)
+            if self.writer is not None:
+                await self.writer.strip(namespace, name, self.finalizer)
+            return
+        assert self.provider is not None
+        await self.provider.forget(namespace, name, info="no longer asks to be published")
 
     def service_for_deletion(self, namespace: str, name: str, body: Mapping[str, Any]) -> Service:
         """What we know of a Service deleted while we were away, for the core to undo.
@@ -239,15 +348,22 @@ class Runtime:
         return self.view(namespace, name)
 
 
+def _older(meta: Mapping[str, Any], written: tuple[str, str]) -> bool:
+    """Is this view of the object from before our write?  (Same uid, smaller resourceVersion.)"""
+    uid, version = written
+    if str(meta.get("uid") or "") != uid:
+        return False
+    try:
+        return int(meta.get("resourceVersion") or 0) < int(version)
+    except ValueError:  # not etcd's integers: trust nothing
+        return False
+
+
 RUNTIME = Runtime()
 
 
-def _managed(body: Any, **_: Any) -> bool:
-    return is_managed(body, RUNTIME.scope)
-
-
 def _api_client() -> Any:
-    """The blocking client for write-back and the allocation store: in-cluster, else KUBECONFIG."""
+    """The official client's settings (in-cluster, else KUBECONFIG), for our own requests to use."""
     from kubernetes import client, config
 
     if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
@@ -270,11 +386,13 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
         RUNTIME.scope = provider_config.scope
     prefix = RUNTIME.scope.prefix
     RUNTIME.finalizer = f"{prefix}/finalizer"
-    settings.persistence.finalizer = RUNTIME.finalizer
-    settings.persistence.progress_storage = InputKeepingProgress(RUNTIME)
-    settings.persistence.diffbase_storage = ManagedOnlyDiffBase(RUNTIME)
     # Only our explicit Events; kopf's handler logs would be one API write each.
     settings.posting.loggers = False
+    # No change handlers, so nothing to diff: skip building a diff-base per event.
+    settings.persistence.diffbase_storage = NoDiffBase()
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # "Handler 'service_event' succeeded." for every event is noise at INFO.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # Two replicas with --peering: the highest priority runs, the other waits.
     # Equal priorities would pause both, so each process draws its own.
     if not settings.peering.priority:
@@ -282,19 +400,19 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     settings.watching.server_timeout = 300
 
     RUNTIME.indices = {k: v for k, v in kwargs.items() if k.endswith("_idx")}
-    api_client = _api_client()
+    kube = KubeApi.from_api_client(_api_client())
     services: dict[str, Any] = {LOOKUP_SERVICE: RUNTIME.lookup}
     ipalloc = config.extensions.get("provisioner.ipalloc")
     if ipalloc is not None:
         from extensions.provisioners.ipalloc.kube_store import KubeStore
         from extensions.provisioners.ipalloc.provisioner import STORE_SERVICE
-        services[STORE_SERVICE] = KubeStore(api_client, pool=str(ipalloc.network))
+        services[STORE_SERVICE] = KubeStore(kube, pool=str(ipalloc.network))
     app = build_app(config, services=services)
     provider = app.extensions.get("provider.kubernetes")
     if not isinstance(provider, KubernetesProvider):
         raise kopf.PermanentError("the workflow has no provider.kubernetes step: nothing for kopf to do")
     RUNTIME.app, RUNTIME.provider = app, provider
-    RUNTIME.writer = StatusWriter(api_client, RUNTIME.scope, RUNTIME.service_body)
+    RUNTIME.writer = StatusWriter(kube, RUNTIME.scope, RUNTIME.service_body)
     app.core.add_status_sink(RUNTIME.on_entry)
     await app.start(serve_api=config.core.listen_port != 0)
     log.info("interlook started: workflow %s, annotation prefix %s", ",".join(config.core.workflow_steps), prefix)
@@ -302,14 +420,18 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    for task in (*RUNTIME.admitting.values(), *RUNTIME.finalizing.values()):
+        task.cancel()  # a restart picks them up again: kopf lists every Service at start
     if RUNTIME.writer is not None:
         await RUNTIME.writer.idle()
     if RUNTIME.app is not None:
         await RUNTIME.app.stop()
+    if RUNTIME.writer is not None:
+        await RUNTIME.writer.close()  # the connections the IP store shares too
 
 
 @kopf.on.probe(id="core")
-def probe_core(**_: Any) -> dict[str, Any]:
+async def probe_core(**_: Any) -> dict[str, Any]:
     app = RUNTIME.app
     if app is None or not app.core.started:
         raise RuntimeError("core not started")
@@ -319,8 +441,10 @@ def probe_core(**_: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------- indexes
 
 
+# Index handlers are coroutines: kopf runs plain functions in a thread pool,
+# which costs a thread hop per event for what is a dictionary lookup.
 @kopf.index(*SERVICES)
-def services_idx(body: Any, namespace: Any, name: str, **_: Any) -> Any:
+async def services_idx(body: Any, namespace: Any, name: str, **_: Any) -> Any:
     # A plain copy: kopf bodies are live views of the latest event.
     return {(namespace, name): {
         "metadata": {k: body.metadata.get(k) for k in ("name", "namespace", "uid", "labels", "annotations",
@@ -331,7 +455,7 @@ def services_idx(body: Any, namespace: Any, name: str, **_: Any) -> Any:
 
 
 @kopf.index(*ENDPOINT_SLICES)
-def endpoints_idx(body: Any, namespace: Any, labels: Mapping[str, str], **_: Any) -> Any:
+async def endpoints_idx(body: Any, namespace: Any, labels: Mapping[str, str], **_: Any) -> Any:
     service = labels.get(SERVICE_NAME_LABEL)
     if not service:
         return None
@@ -339,7 +463,7 @@ def endpoints_idx(body: Any, namespace: Any, labels: Mapping[str, str], **_: Any
 
 
 @kopf.index(*NODES)
-def nodes_idx(body: Any, name: str, **_: Any) -> Any:
+async def nodes_idx(body: Any, name: str, **_: Any) -> Any:
     ip = node_internal_ip(body)
     return {name: ip} if ip else None
 
@@ -347,62 +471,30 @@ def nodes_idx(body: Any, name: str, **_: Any) -> Any:
 # ---------------------------------------------------------------- Services
 
 
-@kopf.on.resume(*SERVICES, when=_managed)
-@kopf.on.create(*SERVICES, when=_managed)
-@kopf.on.update(*SERVICES, when=_managed)
-async def service_changed(body: Any, namespace: Any, name: str, **_: Any) -> None:
-    await RUNTIME.publish(namespace, name, RUNTIME.service_body(namespace, name) or body)
-
-
-@kopf.on.delete(*SERVICES, when=_managed)
-async def service_deleted(body: Any, namespace: Any, name: str, **_: Any) -> None:
-    key = f"{namespace}/{name}"
-    provider, app = RUNTIME.provider, RUNTIME.app
-    if provider is None or app is None:
-        raise kopf.TemporaryError("the core is not running yet", delay=2)
-    RUNTIME.pending.pop(key, None)
-    entry = app.core.entry(key)
-    if entry is None:
-        await provider.forget_service(RUNTIME.service_for_deletion(namespace, name, body))
-    elif entry.expected_state == DEPLOYED:
-        await provider.forget(namespace, name)
-    done = RUNTIME.undeployed.setdefault(key, asyncio.Event())
-    if RUNTIME.entry_is_undone(key):
-        return
-    try:
-        await asyncio.wait_for(done.wait(), timeout=DELETE_WAIT)
-    except TimeoutError:
-        pass
-    if not RUNTIME.entry_is_undone(key):
-        entry = app.core.entry(key)
-        where = f"at {entry.state}" + (f": {entry.error}" if entry and entry.error else "") if entry else ""
-        raise kopf.TemporaryError(f"waiting for the workflow to undo {key} {where}", delay=2)
-    RUNTIME.undeployed.pop(key, None)
-    RUNTIME.last_seen.pop(key, None)
-    if RUNTIME.writer is not None:
-        RUNTIME.writer.forget(key)
-
-
 @kopf.on.event(*SERVICES)
-async def service_event(body: Any, namespace: Any, name: str, type: str, **_: Any) -> None:
-    """Services that stopped being ours (annotation removed, type changed): undo, then clean our marks."""
-    if type == "DELETED" or is_managed(body, RUNTIME.scope):
-        return
-    if RUNTIME.scope.namespaces and namespace not in RUNTIME.scope.namespaces:
+async def service_event(body: Any, namespace: Any, name: str, type: str | None, **_: Any) -> None:
+    """Every change of every Service (and each one once at start-up): route it by what it is now."""
+    scope = RUNTIME.scope
+    if scope.namespaces and namespace not in scope.namespaces:
         return  # maybe another Interlook's: never touch what is outside our scope
-    if not carries_our_marks(body, RUNTIME.scope, RUNTIME.finalizer):
+    if RUNTIME.provider is None:
         return
-    key = f"{namespace}/{name}"
-    if RUNTIME.provider is None or key in RUNTIME.stripping:
+    if type == "DELETED":
+        await RUNTIME.gone(namespace, name)
         return
-    RUNTIME.pending.pop(key, None)
-    RUNTIME.stripping.add(key)
-    if RUNTIME.entry_is_undone(key):
-        RUNTIME.stripping.discard(key)
-        if RUNTIME.writer is not None:
-            await asyncio.to_thread(RUNTIME.writer.strip, namespace, name, RUNTIME.finalizer)
+    meta = body.get("metadata") or {}
+    managed = is_managed(body, scope)
+    if meta.get("deletionTimestamp"):
+        if RUNTIME.finalizer in (meta.get("finalizers") or []):
+            RUNTIME.start_deletion(namespace, name, body)
+        elif managed:
+            await RUNTIME.forget_if_published(namespace, name)  # nothing of ours holds it: just undo
         return
-    await RUNTIME.provider.forget(namespace, name, info="no longer asks to be published")
+    if managed:
+        if await RUNTIME.admit(namespace, name, body):
+            await RUNTIME.publish(namespace, name, RUNTIME.service_body(namespace, name) or body)
+        return
+    await RUNTIME.release_unmanaged(namespace, name, body)
 
 
 # ---------------------------------------------------------------- endpoints and nodes

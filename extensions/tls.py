@@ -10,7 +10,7 @@ import ssl
 
 
 def verify_setting(ca_file: str, insecure_skip_verify: bool) -> ssl.SSLContext | bool:
-    """The ``verify`` argument for httpx: False, a context trusting ``ca_file``, or True (system CAs)."""
+    """The ``verify`` of httpx or ``ssl`` of aiohttp: False, a context trusting ``ca_file``, or True (system CAs)."""
     if insecure_skip_verify:
         return False
     if ca_file:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from extensions.providers.kubernetes.contract import (
     summarize_endpoint_slice,
 )
 from extensions.providers.kubernetes.provider import _message_for
-from extensions.providers.kubernetes.writeback import events_between, present
+from extensions.providers.kubernetes.writeback import StatusWriter, events_between, present
 
 SCOPE = Scope()
 
@@ -145,3 +146,60 @@ def test_a_port_that_only_looks_numeric_is_a_clear_error(port):
 
     with pytest.raises(InvalidService, match="not a port of the Service"):
         select_port({"ports": [{"name": "http", "port": 80, "nodePort": 30080}]}, port)
+
+
+class RecordingApi:
+    """Stands in for KubeApi: records the PATCHes the writer sends."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+
+    async def patch(self, path: str, body: dict[str, Any], content_type: str = "") -> dict[str, Any]:
+        self.patches.append(body["metadata"]["annotations"])
+        return {}
+
+    async def close(self) -> None:
+        pass
+
+
+def states_written(api: RecordingApi) -> list[str | None]:
+    return [p.get("interlook.io/state") for p in api.patches]
+
+
+async def test_a_quick_deploy_is_one_write_of_its_result() -> None:
+    body = svc(ANN)
+    api = RecordingApi()
+    writer = StatusWriter(api, SCOPE, lambda ns, n: body, settle=0.2)  # type: ignore[arg-type]
+    for step in ("provisioner.ipalloc", "provisioner.consul"):
+        writer.show("shop/web", present(entry(step, wip=True), SCOPE))
+        await asyncio.sleep(0.01)
+    writer.show("shop/web", present(entry(DEPLOYED, ip="198.51.100.1"), SCOPE))
+    await writer.idle()
+    assert states_written(api) == ["deployed"]
+    assert api.patches[0]["interlook.io/public-ip"] == "198.51.100.1"
+
+
+async def test_a_step_that_lasts_is_shown_then_the_result() -> None:
+    body = svc(ANN)
+    api = RecordingApi()
+    writer = StatusWriter(api, SCOPE, lambda ns, n: body, settle=0.05)  # type: ignore[arg-type]
+    writer.show("shop/web", present(entry("provisioner.consul", wip=True), SCOPE))
+    await asyncio.sleep(0.2)
+    assert states_written(api) == ["deploying"]
+    assert api.patches[0]["interlook.io/step"] == "provisioner.consul"
+    writer.show("shop/web", present(entry(DEPLOYED, ip="198.51.100.1"), SCOPE))
+    await writer.idle()
+    assert states_written(api) == ["deploying", "deployed"]
+    assert api.patches[1]["interlook.io/step"] is None  # removed once done
+
+
+async def test_an_error_is_written_at_once_and_old_bookkeeping_goes_with_it() -> None:
+    body = svc({**ANN, "interlook.io/last-handled-configuration": "{}"})
+    api = RecordingApi()
+    writer = StatusWriter(api, SCOPE, lambda ns, n: body, settle=60)  # type: ignore[arg-type]
+    writer.show("shop/web", present(entry("provisioner.ipalloc", wip=True), SCOPE))
+    writer.show("shop/web", present(entry("provisioner.ipalloc", error="pool empty"), SCOPE))
+    await writer.idle()
+    assert states_written(api) == ["error"]
+    assert "interlook.io/last-handled-configuration" in api.patches[0]
+    assert api.patches[0]["interlook.io/last-handled-configuration"] is None

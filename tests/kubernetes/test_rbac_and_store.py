@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from extensions.kube_api import KubeApi
 from extensions.providers.kubernetes.apply import apply_documents, load_documents
 from extensions.provisioners.ipalloc.kube_store import KubeStore, object_name
 from tests.kubernetes.conftest import ROOT, Cluster, wait_for
@@ -73,7 +74,7 @@ def test_controller_does_its_job_as_its_service_account_and_no_more(
 
 async def test_an_address_is_never_given_twice_across_stores(admin: Any) -> None:
     # Two stores stand for two controller replicas (or one before and after a crash).
-    first, second = KubeStore(admin), KubeStore(admin)
+    first, second = KubeStore(KubeApi.from_api_client(admin)), KubeStore(KubeApi.from_api_client(admin))
     ips = [f"192.0.2.{i}" for i in range(100, 110)]
     claims = [store.claim(ip, f"race/{label}") for ip in ips for store, label in ((first, "a"), (second, "b"))]
     holders = await asyncio.gather(*claims)

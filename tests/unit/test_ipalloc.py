@@ -87,6 +87,47 @@ async def test_no_address_is_given_twice_under_concurrency():
     assert all(ips) and len(set(ips)) == 500
 
 
+class SlowSharedStore(MemoryStore):
+    """A store with a round trip (like the API server), some addresses held by another process."""
+
+    def __init__(self, held_elsewhere: dict[str, str]):
+        super().__init__()
+        self.elsewhere = dict(held_elsewhere)
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def claim(self, ip: str, owner: str) -> str:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.01)
+            if ip in self.elsewhere:
+                return self.elsewhere[ip]
+            return await super().claim(ip, owner)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_allocations_overlap_and_still_never_share_an_address():
+    # Addresses another replica took after our start-up: our claims for them fail and we pick on.
+    store = SlowSharedStore({"10.3.0.2": "other/a", "10.3.0.5": "other/b"})
+    prov = await started(config(network_cidr="10.3.0.0/24"), store)
+    replies = await asyncio.gather(*(prov.handle(add(f"svc{i}")) for i in range(100)))
+    ips = [r.service.public_ip for r in replies]
+    assert all(ips) and len(set(ips)) == 100
+    assert not {"10.3.0.2", "10.3.0.5"} & set(ips)
+    assert store.most_in_flight > 1  # not one round trip after the other
+
+
+async def test_a_requested_address_being_claimed_by_another_service_is_refused():
+    store = SlowSharedStore({})
+    prov = await started(config(network_cidr="10.4.0.0/24"), store)
+    first, second = await asyncio.gather(prov.handle(add("a", requested_ip="10.4.0.9")),
+                                         prov.handle(add("b", requested_ip="10.4.0.9")))
+    assert first.service.public_ip == "10.4.0.9" and first.error == ""
+    assert "already given to a" in second.error
+
+
 async def test_two_processes_sharing_a_file_never_share_an_address(tmp_path):
     path = str(tmp_path / "ipalloc.json")
     one = await started(config(network_cidr="10.2.0.0/29"), FileStore(path))

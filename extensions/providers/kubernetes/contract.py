@@ -30,6 +30,7 @@ STEP = "step"
 PUBLIC_IP = "public-ip"
 ERROR = "error"
 INFO = "info"
+INPUT_KEYS = (HOSTS, PORT, TLS, IP)
 OUTPUT_KEYS = (STATE, STEP, PUBLIC_IP, ERROR, INFO)
 
 # The Go Interlook's labels: a label value cannot hold a comma, so one host only.
@@ -181,7 +182,7 @@ def is_managed(body: Mapping[str, Any], scope: Scope) -> bool:
 
 def carries_our_marks(body: Mapping[str, Any], scope: Scope, finalizer: str) -> bool:
     """Anything we (or kopf for us) wrote on it: annotations under our prefix other than input, or the finalizer."""
-    inputs = {scope.key(k) for k in (HOSTS, PORT, TLS, IP)}
+    inputs = {scope.key(k) for k in INPUT_KEYS}
     ours = [k for k in _annotations(body) if k.startswith(f"{scope.prefix}/") and k not in inputs]
     return bool(ours) or finalizer in (_meta(body).get("finalizers") or [])
 

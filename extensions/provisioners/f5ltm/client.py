@@ -4,18 +4,24 @@ Only what the provisioner needs.  The token is taken with
 ``/mgmt/shared/authn/login`` and renewed before it expires (and once more if
 the appliance answers 401 anyway, e.g. after a restart dropped its tokens).
 Errors keep the appliance's status and message, never a credential.
+
+It speaks HTTP with aiohttp: at 50 Services a second httpx's connection pool
+alone took a fifth of the controller's CPU (bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import quote
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from extensions.provisioners.f5ltm.config import F5Config
 from extensions.tls import verify_setting
@@ -47,33 +53,58 @@ def uri_id(full_path: str) -> str:
     return quote(full_path.replace("/", "~"), safe="~:.-_%")
 
 
-def _describe_transport_error(exc: httpx.HTTPError, url: str) -> str:
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
+def _describe_transport_error(exc: BaseException, url: str) -> str:
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError) and hasattr(cause, "verify_message"):
             return (f"TLS certificate of {url} could not be verified ({cause.verify_message}); "
                     "set caFile to the CA that signed it")
-        if isinstance(cause, ssl.SSLError):
+        if isinstance(cause, ssl.SSLError) and not isinstance(cause, aiohttp.ClientError):
             return f"TLS handshake with {url} failed ({cause.reason or cause})"
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return f"no answer from {url} in time ({type(exc).__name__})"
-    if isinstance(exc, httpx.ConnectError):
-        return f"cannot connect to {url}: {exc or 'connection refused'}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {url}: {exc.os_error.strerror or exc.os_error or 'connection refused'}"
     return f"connection to {url} failed: {type(exc).__name__}: {exc}"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception, what aiohttp wrapped in it, and its chain."""
+    out: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        cause = todo.pop()
+        if cause is None or cause in out:
+            continue
+        out.append(cause)
+        todo.extend((getattr(cause, "certificate_error", None), getattr(cause, "os_error", None),
+                     cause.__cause__, cause.__context__))
+    return out
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer, read in full."""
+
+    status_code: int
+    reason_phrase: str
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
 
 
 class BigIPClient:
     """One token session with one BIG-IP, shared by every message being handled."""
 
-    def __init__(self, config: F5Config, *, clock: Callable[[], float] = time.monotonic,
-                 transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, config: F5Config, *, clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.clock = clock
-        verify = verify_setting(config.ca_file, config.insecure_skip_verify)
-        self._http = httpx.AsyncClient(base_url=config.base_url, verify=verify,
-                                       timeout=config.request_timeout, transport=transport,
-                                       headers={"Content-Type": "application/json"})
+        self._verify = verify_setting(config.ca_file, config.insecure_skip_verify)
+        self._http: aiohttp.ClientSession | None = None  # made on the loop that uses it
         self._token = ""
         self._renew_at = 0.0
         self._login_lock = asyncio.Lock()
@@ -86,7 +117,9 @@ class BigIPClient:
             except BigIPUnreachable:
                 pass  # it expires on its own
             self._token = ""
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     # -- session -----------------------------------------------------------
     async def login(self) -> None:
@@ -118,11 +151,23 @@ class BigIPClient:
             return self._token
 
     # -- requests ------------------------------------------------------------
-    async def _send(self, method: str, path: str, body: Any, token: str | None) -> httpx.Response:
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.config.request_timeout),
+                connector=aiohttp.TCPConnector(ssl=self._verify),
+                headers={"Content-Type": "application/json"})
+        return self._http
+
+    async def _send(self, method: str, path: str, body: Any, token: str | None) -> Answer:
         headers = {"X-F5-Auth-Token": token} if token else {}
+        # The path is quoted already (uri_id): yarl must not quote it again.
+        url = URL(self.config.base_url + path, encoded=True)
+        data = json.dumps(body).encode() if body is not None else None
         try:
-            return await self._http.request(method, path, json=body, headers=headers)
-        except httpx.HTTPError as exc:
+            async with self._session().request(method, url, data=data, headers=headers) as response:
+                return Answer(response.status, response.reason or "", await response.read())
+        except (TimeoutError, aiohttp.ClientError, ssl.SSLError, OSError) as exc:
             raise BigIPUnreachable(_describe_transport_error(exc, self.config.base_url)) from None
 
     async def request(self, method: str, path: str, body: Any = None) -> Any:
@@ -162,7 +207,7 @@ class BigIPClient:
         return True
 
 
-def _message(response: httpx.Response) -> str:
+def _message(response: Answer) -> str:
     try:
         data = response.json()
     except ValueError:

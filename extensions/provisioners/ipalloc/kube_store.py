@@ -6,19 +6,20 @@ the API server answers 409 Conflict to the second one, whatever replica sent
 it, and an allocation made just before a crash is found again at start-up.
 No volume, no lock, no leader needed for correctness.
 
-The blocking Kubernetes client runs in a worker thread (``asyncio.to_thread``).
+Requests go through extensions/kube_api.py, on the operator's loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-from typing import Any
+
+from extensions.kube_api import KubeApi, KubeApiError
 
 GROUP = "interlook.io"
 VERSION = "v1"
 PLURAL = "ipallocations"
 MANAGED_BY = "app.kubernetes.io/managed-by"
+COLLECTION = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
 
 
 def object_name(ip: str) -> str:
@@ -31,25 +32,13 @@ def object_name(ip: str) -> str:
 class KubeStore:
     """The ``AllocationStore`` of provisioner.ipalloc, backed by the API server."""
 
-    def __init__(self, api_client: Any, pool: str = ""):
-        from kubernetes import client
-
-        self.api = client.CustomObjectsApi(api_client)
+    def __init__(self, api: KubeApi, pool: str = ""):
+        self.api = api
         self.pool = pool
 
     # -- AllocationStore ---------------------------------------------------
     async def load(self) -> dict[str, str]:
-        return await asyncio.to_thread(self._load)
-
-    async def claim(self, ip: str, owner: str) -> str:
-        return await asyncio.to_thread(self._claim, ip, owner)
-
-    async def release(self, ip: str, owner: str) -> None:
-        await asyncio.to_thread(self._release, ip, owner)
-
-    # -- blocking halves ---------------------------------------------------
-    def _load(self) -> dict[str, str]:
-        listing: Any = self.api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        listing = await self.api.get(COLLECTION)
         out: dict[str, str] = {}
         for item in listing.get("items") or []:
             spec = item.get("spec") or {}
@@ -57,9 +46,7 @@ class KubeStore:
                 out[str(spec["ip"])] = str(spec["owner"])
         return out
 
-    def _claim(self, ip: str, owner: str) -> str:
-        from kubernetes.client.exceptions import ApiException
-
+    async def claim(self, ip: str, owner: str) -> str:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "IPAllocation",
@@ -68,28 +55,25 @@ class KubeStore:
         }
         for _ in range(5):
             try:
-                self.api.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
+                await self.api.post(COLLECTION, body)
                 return owner
-            except ApiException as exc:
+            except KubeApiError as exc:
                 if exc.status != 409:
                     raise
             try:
-                current: Any = self.api.get_cluster_custom_object(GROUP, VERSION, PLURAL, object_name(ip))
-            except ApiException as exc:
+                current = await self.api.get(f"{COLLECTION}/{object_name(ip)}")
+            except KubeApiError as exc:
                 if exc.status == 404:  # released in between: try again
                     continue
                 raise
             return str((current.get("spec") or {}).get("owner", ""))
         raise RuntimeError(f"cannot settle who holds {ip}: it keeps appearing and disappearing")
 
-    def _release(self, ip: str, owner: str) -> None:
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
-
-        name = object_name(ip)
+    async def release(self, ip: str, owner: str) -> None:
+        path = f"{COLLECTION}/{object_name(ip)}"
         try:
-            current: Any = self.api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-        except ApiException as exc:
+            current = await self.api.get(path)
+        except KubeApiError as exc:
             if exc.status == 404:
                 return
             raise
@@ -97,10 +81,11 @@ class KubeStore:
             return  # someone else's now: never free an address we do not hold
         # The precondition makes the delete fail if the object was replaced
         # (released and claimed by another owner) since we read it.
-        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(
-            uid=current["metadata"]["uid"], resource_version=current["metadata"]["resourceVersion"]))
+        meta = current["metadata"]
+        options = {"apiVersion": "v1", "kind": "DeleteOptions",
+                   "preconditions": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]}}
         try:
-            self.api.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name, body=options)
-        except ApiException as exc:
+            await self.api.delete(path, options)
+        except KubeApiError as exc:
             if exc.status not in (404, 409):
                 raise

@@ -5,11 +5,17 @@ service that already holds one returns that one.  A requested address
 (``Service.requested_ip``) is given if it is in the pool and free, otherwise
 the step fails: silently handing out another address would publish the
 service somewhere the user did not ask for.
+
+Allocations run concurrently (one store round trip each, in parallel): an
+address is picked and reserved in memory with no ``await`` in between, so
+two services of this process never pick the same one, and the store's claim
+(a create that the API server refuses the second time) settles it against
+every other process.  Messages for one service are ordered by the base
+class, so one owner never races itself.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from dataclasses import replace
 from typing import Any
@@ -31,8 +37,6 @@ class PoolExhausted(Exception):
 
 class IPAllocProvisioner(BaseExtension):
     name = "provisioner.ipalloc"
-    # Allocation is a read-modify-write on the pool: serialise it.
-    concurrency = 1
 
     def __init__(self, config: IPAllocConfig, context: ExtensionContext | None = None):
         super().__init__(context)
@@ -42,10 +46,10 @@ class IPAllocProvisioner(BaseExtension):
             store = FileStore(config.db_file) if config.db_file else MemoryStore()
         self.store: AllocationStore = store
         self._holders: dict[str, str] = {}  # ip -> owner, our view of the store
+        self._claiming: dict[str, str] = {}  # ip -> owner, claims sent and not answered yet
         self._first = int(config.first)
         self._size = int(config.last) - int(config.first) + 1
         self._cursor = 0  # where the next search for a free address starts
-        self._lock = asyncio.Lock()
 
     async def setup(self) -> None:
         self._holders = await self.store.load()
@@ -63,19 +67,18 @@ class IPAllocProvisioner(BaseExtension):
         return set(self._holders.values())
 
     async def _free_orphan(self, owner: str) -> None:
-        async with self._lock:
-            for ip in self._owned_by(owner):
-                await self.store.release(ip, owner)
-                self._holders.pop(ip, None)
-                self.log.info("freed %s: its entry %s no longer exists", ip, owner)
+        # sweep_forever holds the owner's entry lock: no message for it runs meanwhile.
+        for ip in self._owned_by(owner):
+            await self.store.release(ip, owner)
+            self._holders.pop(ip, None)
+            self.log.info("freed %s: its entry %s no longer exists", ip, owner)
 
     async def handle(self, message: Message) -> Message:
-        async with self._lock:
-            if message.action in (Action.ADD, Action.UPDATE):
-                return await self._allocate(message)
-            if message.action == Action.DELETE:
-                return await self._release(message)
-            return message
+        if message.action in (Action.ADD, Action.UPDATE):
+            return await self._allocate(message)
+        if message.action == Action.DELETE:
+            return await self._release(message)
+        return message
 
     def _owned_by(self, owner: str) -> list[str]:
         return [ip for ip, holder in self._holders.items() if holder == owner]
@@ -90,7 +93,8 @@ class IPAllocProvisioner(BaseExtension):
                     f"requested IP {requested} is not in the pool {self.config.first}-{self.config.last}")
             ip = await self._claim(requested, owner)
             if ip is None:
-                return message.failed(f"requested IP {requested} is already given to {self._holders.get(requested)}")
+                holder = self._holders.get(requested) or self._claiming.get(requested)
+                return message.failed(f"requested IP {requested} is already given to {holder}")
             await self._release_others(owner, keep=ip)
             return message.reply(service=_with_ip(service, ip))
         held = [ip for ip in self._owned_by(owner) if self.config.contains(ip)]
@@ -105,28 +109,46 @@ class IPAllocProvisioner(BaseExtension):
         return message.reply(service=_with_ip(service, ip))
 
     async def _first_free(self, owner: str) -> str:
-        # Search on from the last address given, wrapping around, so that a
-        # pool with thousands of allocations is not rescanned from its start.
+        while True:
+            ip = self._reserve_next(owner)
+            if ip is None:
+                raise PoolExhausted(f"no free address left in the pool {self.config.first}-{self.config.last}")
+            got = await self._claim(ip, owner)
+            if got is not None:
+                return got
+            # Another process holds it (now in _holders): pick on.
+
+    def _reserve_next(self, owner: str) -> str | None:
+        """The next address nobody holds or claims, reserved for ``owner`` (no await: atomic here).
+
+        The search goes on from the last address given, wrapping around, so
+        a pool with thousands of allocations is not rescanned from its start.
+        """
         version = self.config.first.version
         for offset in range(self._size):
             index = (self._cursor + offset) % self._size
-            ip = str(ipaddress.ip_address(self._first + index)) if version == 4 else str(
+            ip = str(ipaddress.IPv4Address(self._first + index)) if version == 4 else str(
                 ipaddress.IPv6Address(self._first + index))
-            if ip in self._holders:
+            if ip in self._holders or ip in self._claiming:
                 continue
-            got = await self._claim(ip, owner)
-            if got is not None:
-                self._cursor = (index + 1) % self._size
-                return got
-        raise PoolExhausted(f"no free address left in the pool {self.config.first}-{self.config.last}")
+            self._claiming[ip] = owner
+            self._cursor = (index + 1) % self._size
+            return ip
+        return None
 
     async def _claim(self, ip: str, owner: str) -> str | None:
+        """Ask the store for ``ip``; None when another owner holds it or is claiming it."""
         holder = self._holders.get(ip)
         if holder == owner:
+            self._claiming.pop(ip, None)
             return ip
-        if holder is not None:
+        if holder is not None or self._claiming.get(ip, owner) != owner:
             return None
-        holder = await self.store.claim(ip, owner)
+        self._claiming[ip] = owner
+        try:
+            holder = await self.store.claim(ip, owner)
+        finally:
+            self._claiming.pop(ip, None)
         self._holders[ip] = holder
         return ip if holder == owner else None
 
