@@ -134,7 +134,7 @@ class Runtime:
         if view is None or self.provider is None:
             return
         if (view.body.get("metadata") or {}).get("deletionTimestamp"):
-            # On its way out: only the delete handler speaks for it now.  An
+            # On its way out: only its deletion task speaks for it now.  An
             # endpoint or node event must not publish it again.
             return
         key = f"{namespace}/{name}"

@@ -106,14 +106,14 @@ class KubeApi:
         return self._session
 
     def _auth_headers(self) -> dict[str, str]:
-        # get_api_key_with_prefix runs the client's refresh hook first (an
-        # in-cluster token is re-read from disk when it is due).
-        token = self.configuration.get_api_key_with_prefix("authorization")
-        if token:
-            return {"Authorization": token}
-        if getattr(self.configuration, "username", None):
-            return {"Authorization": self.configuration.get_basic_auth_token()}
-        return {}
+        # The official client's own rules (BearerToken or authorization key, prefix);
+        # reading them runs its refresh hook first, so an in-cluster token is re-read
+        # from disk when it is due.
+        headers = {str(s["key"]): str(s["value"]) for s in self.configuration.auth_settings().values()
+                   if s.get("in") == "header" and s.get("value")}
+        if not headers and getattr(self.configuration, "username", None):
+            headers["Authorization"] = self.configuration.get_basic_auth_token()
+        return headers
 
 
 def _ssl_setting(configuration: Any) -> ssl.SSLContext | bool:

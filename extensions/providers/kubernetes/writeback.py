@@ -289,7 +289,17 @@ class StatusWriter:
         self.writes += 1
 
     async def strip(self, namespace: str, name: str, finalizer: str) -> None:
-        """Remove every mark we left on a Service that is no longer ours."""
+        """Remove every mark we left on a Service that is no longer ours.
+
+        Best effort: what stays (API server away) is found again by the
+        Service's next event, which still shows our marks.
+        """
+        try:
+            await self._strip(namespace, name, finalizer)
+        except Exception as exc:
+            log.warning("cannot clean our marks off %s/%s: %s", namespace, name, brief_error(exc))
+
+    async def _strip(self, namespace: str, name: str, finalizer: str) -> None:
         path = service_path(namespace, name)
         try:
             body = await self.api.get(path)
