@@ -213,6 +213,17 @@ class Runtime:
         self.finalized[key] = (str(meta.get("uid") or ""), version)
         return True
 
+    def publishable(self, namespace: str, name: str, body: Mapping[str, Any]) -> bool:
+        """May an endpoint or node event publish this Service?  Only once it carries our finalizer.
+
+        Before that, its own event (which puts the finalizer first) publishes
+        it, with the endpoints known at that moment.
+        """
+        meta = body.get("metadata") or {}
+        if not is_managed(body, self.scope) or meta.get("deletionTimestamp"):
+            return False
+        return self.finalizer in (meta.get("finalizers") or []) or f"{namespace}/{name}" in self.finalized
+
     async def _admit_later(self, namespace: str, name: str) -> None:
         key = f"{namespace}/{name}"
         try:
@@ -506,7 +517,7 @@ async def endpoints_changed(namespace: Any, labels: Mapping[str, str], **_: Any)
     if not service:
         return
     body = RUNTIME.service_body(namespace, service)
-    if body is not None and is_managed(body, RUNTIME.scope) and not body["metadata"].get("deletionTimestamp"):
+    if body is not None and RUNTIME.publishable(namespace, service, body):
         await RUNTIME.publish(namespace, service, body)
 
 
@@ -519,5 +530,5 @@ async def node_changed(name: str, type: str, **_: Any) -> None:
     affected = {key for key, views in slices.items() if any(n == name for v in views for n, _ in v.ready)}
     for namespace, service in affected:
         body = RUNTIME.service_body(namespace, service)
-        if body is not None and is_managed(body, RUNTIME.scope) and not body["metadata"].get("deletionTimestamp"):
+        if body is not None and RUNTIME.publishable(namespace, service, body):
             await RUNTIME.publish(namespace, service, body)
