@@ -64,6 +64,7 @@ class Core:
         self._dirty = asyncio.Event()
         self._stopping = False
         self._sent_at: dict[tuple[str, int, str], float] = {}
+        self._failures_since_success: dict[str, int] = {}  # step -> failed attempts since it last worked
         self.started = False
 
     # ------------------------------------------------------------------ life
@@ -285,6 +286,7 @@ class Core:
         entry.error_step = ""
         entry.attempts = 0
         entry.next_retry = 0.0
+        entry.retry_brought_forward = False
         entry.close_time = 0.0
         entry.generation += 1
         if expected == DEPLOYED:
@@ -323,10 +325,35 @@ class Core:
         entry.error = ""
         entry.error_step = ""
         entry.attempts = 0
+        entry.retry_brought_forward = False
         entry.info = message.info or entry.info
+        if self._failures_since_success.pop(step, 0):
+            self._step_recovered(step)
         if is_ipam(step):
             entry.service = replace(entry.service, public_ip="" if entry.reverse else message.service.public_ip)
         self._advance(entry)
+
+    def _step_recovered(self, step: str) -> None:
+        """A step that failed works again: retry now the entries waiting out a backoff on it.
+
+        After an outage of a backend (Consul down, an appliance rebooting) the
+        entries that failed meanwhile would each wait out their own doubling
+        delay, up to ``retryBackoffMax``; the first success says the backend
+        is back.  Each entry is brought forward once until it gets past the
+        step, so one that fails for its own reason (a bad name, a conflict)
+        keeps its normal backoff and no success of another entry can make it
+        retry in a loop.
+        """
+        now = self.clock()
+        brought = 0
+        for entry in self.entries.values():
+            if (entry.error and entry.error_step == step and not entry.work_in_progress
+                    and not entry.retry_brought_forward and entry.next_retry > now):
+                entry.next_retry = now
+                entry.retry_brought_forward = True
+                brought += 1
+        if brought:
+            log.info("%s works again: retrying now the %d entries that failed on it", step, brought)
 
     def _observe_latency(self, entry: Entry, step: str) -> None:
         if entry.wip_time:
@@ -366,6 +393,7 @@ class Core:
         entry.error = error
         entry.error_step = entry.state
         entry.attempts += 1
+        self._failures_since_success[entry.state] = self._failures_since_success.get(entry.state, 0) + 1
         delay = min(self.config.retry_backoff_base * 2 ** (entry.attempts - 1), self.config.retry_backoff_max)
         entry.next_retry = self.clock() + delay
         entry.generation += 1  # a late reply to the failed attempt is stale

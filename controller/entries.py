@@ -60,6 +60,9 @@ class Entry:
     next_retry: float = 0.0
     refresh_sent: float = 0.0
     error_step: str = ""
+    # Its retry was already brought forward once because its step recovered
+    # (core._step_recovered); not again until it gets past that step.
+    retry_brought_forward: bool = False
 
     @property
     def reverse(self) -> bool:

@@ -183,6 +183,35 @@ async def test_error_stops_the_flow_and_is_retried_with_capped_backoff(world, jo
     assert core.entries["ns/web"].error == ""
 
 
+async def test_when_a_step_works_again_its_failed_entries_retry_at_once_but_only_once(world):
+    core, provider, steps, clock = world
+    steps["dns"].fail_with = "consul unreachable"
+    for name in ("ns/a", "ns/b"):
+        await provider.publish(svc(name))
+    await core.wait_for(lambda: all(getattr(core.entries.get(n), "error", "") for n in ("ns/a", "ns/b")))
+    for _ in range(3):  # the outage lasts: backoffs grow to 16 s
+        clock.now = max(core.entries[n].next_retry for n in ("ns/a", "ns/b")) + 0.001
+        attempts = {n: core.entries[n].attempts for n in ("ns/a", "ns/b")}
+        core.housekeep()
+        await core.wait_for(lambda a=attempts: all(core.entries[n].attempts > a[n] for n in a))
+    assert all(core.entries[n].next_retry - clock.now >= 8 for n in ("ns/a", "ns/b"))
+
+    # Consul is back, except for one name it keeps refusing (a conflict of its own).
+    steps["dns"].fail_with = ""
+    steps["dns"].transform = lambda m: m.failed("name taken") if m.service.name == "ns/b" else m.reply()
+    await provider.publish(svc("ns/new"))
+    await settled(core, "ns/new", DEPLOYED)
+    assert core.entries["ns/a"].next_retry <= clock.now and core.entries["ns/b"].next_retry <= clock.now
+    core.housekeep()
+    await settled(core, "ns/a", DEPLOYED)
+    await core.wait_for(lambda: core.entries["ns/b"].error == "name taken")
+
+    # ns/b failed for its own reason: another success does not bring it forward again.
+    await provider.publish(svc("ns/other"))
+    await settled(core, "ns/other", DEPLOYED)
+    assert core.entries["ns/b"].next_retry > clock.now
+
+
 async def test_wip_timeout_becomes_an_error_never_deployed(world):
     core, provider, steps, clock = world
     steps["lb"].hang = True
