@@ -38,7 +38,7 @@ CHAOS_CORE = {"retryBackoffBase": "500ms", "retryBackoffMax": "5s", "serviceWIPT
 
 
 def chaos_int(name: str, default: int) -> int:
-    """Sizes can be raised to the issue's full figures: CHAOS_SERVICES=300 CHAOS_KILLS=10 make chaos."""
+    """Sizes default to the issue's; e.g. CHAOS_SERVICES=100 CHAOS_KILLS=3 make chaos for a quick run."""
     return int(os.environ.get(name, default))
 
 

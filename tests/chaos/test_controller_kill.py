@@ -4,8 +4,8 @@ Nothing of the controller survives a SIGKILL but what it wrote: annotations,
 finalizers, IPAllocation objects, Consul records, F5 objects.  Each restart
 resumes from the cluster, and idempotent steps must converge: every live
 Service deployed, every deleted one gone everywhere, no address given twice,
-nothing orphaned.  Sizes (issue: 300 Services, 10 kills) are reduced by default
-to keep `make test` short; CHAOS_SERVICES / CHAOS_KILLS / CHAOS_SEED raise them.
+nothing orphaned.  Sizes are the issue's (300 Services, 10 kills);
+CHAOS_SERVICES / CHAOS_KILLS / CHAOS_SEED change them.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(90
 async def test_sigkill_at_random_instants_converges(kube: Kube, namespace: str, nodes: list[str],
                                                     controller: Controller, consul_server: ConsulServer,
                                                     f5: F5Process, report) -> None:
-    services = chaos_int("CHAOS_SERVICES", 120)
-    kills = chaos_int("CHAOS_KILLS", 6)
+    services = chaos_int("CHAOS_SERVICES", 300)
+    kills = chaos_int("CHAOS_KILLS", 10)
     rate = float(os.environ.get("CHAOS_RATE", "8"))
     seed = chaos_int("CHAOS_SEED", random.randrange(1 << 30))
     rng = random.Random(seed)

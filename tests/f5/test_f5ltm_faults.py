@@ -66,6 +66,29 @@ async def test_5xx_becomes_the_error_then_the_retry_succeeds(bigip, provisioner_
     assert "/Common/interlook_shop_web" in bigip.state.virtuals
 
 
+class FirstCallFails:
+    """In place of the simulator's random source: the first draw injects a fault, none after."""
+
+    def __init__(self) -> None:
+        self.draws = 0
+
+    def random(self) -> float:
+        self.draws += 1
+        return 0.0 if self.draws == 1 else 1.0
+
+
+async def test_a_busy_answer_to_a_read_is_asked_again_not_a_failed_step(bigip, provisioner_factory):
+    f5 = await provisioner_factory()
+    bigip._random = FirstCallFails()  # type: ignore[assignment]
+    bigip.faults.error_rate = 0.5  # the plan's first read gets a 503
+
+    reply = await f5.handle(message(Action.ADD, service()))
+
+    assert bigip.stats.errors_injected == 1
+    assert reply.error == ""
+    assert "/Common/interlook_shop_web" in bigip.state.virtuals
+
+
 async def test_flaky_appliance_converges(bigip, provisioner_factory):
     """Some answers fail at random: each retry goes further, and the end state is complete."""
     f5 = await provisioner_factory(update_mode="policy")

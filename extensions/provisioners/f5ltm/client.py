@@ -28,6 +28,12 @@ from extensions.tls import verify_setting
 
 log = logging.getLogger("interlook.provisioner.f5ltm.client")
 
+_BUSY = (502, 503, 504)
+# Only reads: on iControl REST even a PATCH can create (a policy draft), and a
+# repeated DELETE that had worked turns into a 404.
+_IDEMPOTENT = ("GET",)
+_BUSY_RETRY_DELAYS = (0.1, 0.5)
+
 # Renew the token when less than this share of its lifetime is left (at least 30 s).
 _RENEW_SHARE = 0.1
 _RENEW_MIN = 30.0
@@ -177,6 +183,14 @@ class BigIPClient:
         if response.status_code == 401:
             # Dropped or expired despite our bookkeeping: log in once more.
             token = await self._ensure_token(stale=token)
+            response = await self._send(method, path, body, token)
+        for delay in _BUSY_RETRY_DELAYS:
+            # A busy appliance (restjavad) answers 502/503/504 now and then: a
+            # read is asked again at once rather than failing the whole step
+            # (and waiting out the core's backoff).
+            if response.status_code not in _BUSY or method not in _IDEMPOTENT:
+                break
+            await asyncio.sleep(delay)
             response = await self._send(method, path, body, token)
         if response.status_code >= 400:
             raise BigIPError(response.status_code, _message(response), method, path.split("?")[0])
