@@ -1,0 +1,70 @@
+"""The kopf layer's finalizer rules, without a cluster (recording writer)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from controller.main import Runtime, _older
+
+ANN = {"interlook.io/hosts": "web.example.com", "interlook.io/port": "http"}
+
+
+def body(version: str, finalizers: list[str] | None = None, uid: str = "u1") -> dict[str, Any]:
+    return {"metadata": {"name": "web", "namespace": "shop", "uid": uid, "resourceVersion": version,
+                         "annotations": ANN, "finalizers": finalizers or []},
+            "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}}
+
+
+class RecordingWriter:
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers  # a resourceVersion to return, or an exception to raise
+        self.calls = 0
+
+    async def add_finalizer(self, namespace: str, name: str, finalizer: str, body: Any) -> str | None:
+        self.calls += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[no-any-return]
+
+
+def runtime(writer: RecordingWriter) -> Runtime:
+    return Runtime(writer=writer)  # type: ignore[arg-type]
+
+
+def test_older_compares_resource_versions_of_the_same_object() -> None:
+    assert _older({"uid": "u1", "resourceVersion": "9"}, ("u1", "10"))
+    assert not _older({"uid": "u1", "resourceVersion": "11"}, ("u1", "10"))
+    assert not _older({"uid": "u2", "resourceVersion": "9"}, ("u1", "10"))  # a new Service, same name
+    assert not _older({"uid": "u1", "resourceVersion": "x"}, ("u1", "10"))
+
+
+async def test_the_finalizer_is_written_once_and_stale_events_do_not_write_it_again() -> None:
+    writer = RecordingWriter(["10", "12"])
+    rt = runtime(writer)
+    assert not rt.publishable("shop", "web", body("9"))
+    assert await rt.admit("shop", "web", body("9"))
+    assert writer.calls == 1
+    assert rt.publishable("shop", "web", body("9"))  # endpoint events may publish it now
+    assert await rt.admit("shop", "web", body("9"))  # queued before our PATCH: no second write
+    assert await rt.admit("shop", "web", body("10", ["interlook.io/finalizer"]))
+    assert writer.calls == 1
+    # Someone removed it later: a newer event without it puts it back.
+    assert await rt.admit("shop", "web", body("11"))
+    assert writer.calls == 2
+
+
+async def test_a_service_being_deleted_is_not_admitted() -> None:
+    rt = runtime(RecordingWriter([None]))  # 422: no new finalizers on an object being deleted
+    assert not await rt.admit("shop", "web", body("9"))
+    assert not rt.publishable("shop", "web", body("9"))
+
+
+async def test_an_unreachable_api_server_is_retried_in_the_background() -> None:
+    rt = runtime(RecordingWriter([ConnectionError("refused")]))
+    assert not await rt.admit("shop", "web", body("9"))
+    assert "shop/web" in rt.admitting  # not in kopf's worker: newer events of the object go on
+    assert not await rt.admit("shop", "web", body("9"))  # the retry owns it meanwhile
+    rt.admitting.pop("shop/web").cancel()
+    await asyncio.sleep(0)
