@@ -64,7 +64,7 @@ class Core:
         self._dirty = asyncio.Event()
         self._stopping = False
         self._sent_at: dict[tuple[str, int, str], float] = {}
-        self._failures_since_success: dict[str, int] = {}  # step -> failed attempts since it last worked
+        self._failing_steps: set[str] = set()  # steps that failed since they last worked
         self.started = False
 
     # ------------------------------------------------------------------ life
@@ -327,7 +327,8 @@ class Core:
         entry.attempts = 0
         entry.retry_brought_forward = False
         entry.info = message.info or entry.info
-        if self._failures_since_success.pop(step, 0):
+        if step in self._failing_steps:
+            self._failing_steps.discard(step)
             self._step_recovered(step)
         if is_ipam(step):
             entry.service = replace(entry.service, public_ip="" if entry.reverse else message.service.public_ip)
@@ -393,7 +394,7 @@ class Core:
         entry.error = error
         entry.error_step = entry.state
         entry.attempts += 1
-        self._failures_since_success[entry.state] = self._failures_since_success.get(entry.state, 0) + 1
+        self._failing_steps.add(entry.state)
         delay = min(self.config.retry_backoff_base * 2 ** (entry.attempts - 1), self.config.retry_backoff_max)
         entry.next_retry = self.clock() + delay
         entry.generation += 1  # a late reply to the failed attempt is stale

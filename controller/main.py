@@ -25,6 +25,7 @@ Rules this layer keeps (docs/kubernetes.md):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -203,14 +204,19 @@ class Runtime:
         if key in self.admitting or self.writer is None:
             return False
         try:
-            version = await self.writer.add_finalizer(namespace, name, self.finalizer, body)
+            return await self._put_finalizer(namespace, name, body)
         except Exception as exc:  # the API server is away: retry in the background, not in kopf's worker
             log.warning("cannot put the finalizer on %s (%s); retrying", key, brief_error(exc))
             self.admitting[key] = asyncio.create_task(self._admit_later(namespace, name), name=f"admit-{key}")
             return False
+
+    async def _put_finalizer(self, namespace: str, name: str, body: Mapping[str, Any]) -> bool:
+        """Write our finalizer and remember the write; False if the Service is gone or being deleted."""
+        assert self.writer is not None
+        version = await self.writer.add_finalizer(namespace, name, self.finalizer, body)
         if version is None:
-            return False  # gone, or being deleted: its next event says which
-        self.finalized[key] = (str(meta.get("uid") or ""), version)
+            return False  # its next event says which
+        self.finalized[f"{namespace}/{name}"] = (str((body.get("metadata") or {}).get("uid") or ""), version)
         return True
 
     def publishable(self, namespace: str, name: str, body: Mapping[str, Any]) -> bool:
@@ -227,20 +233,17 @@ class Runtime:
     async def _admit_later(self, namespace: str, name: str) -> None:
         key = f"{namespace}/{name}"
         try:
-            for attempt in range(1_000_000):
-                await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+            for attempt in itertools.count():
+                await asyncio.sleep(_backoff(attempt))
                 body = self.service_body(namespace, name)
                 if body is None or not is_managed(body, self.scope) or body["metadata"].get("deletionTimestamp"):
                     return  # its next event (or its deletion) takes over
-                assert self.writer is not None
                 try:
-                    version = await self.writer.add_finalizer(namespace, name, self.finalizer, body)
-                    if version is None:
+                    if not await self._put_finalizer(namespace, name, body):
                         return
                 except Exception as exc:
                     log.warning("cannot put the finalizer on %s (%s); retrying", key, brief_error(exc))
                     continue
-                self.finalized[key] = (str(body["metadata"].get("uid") or ""), version)
                 await self.publish(namespace, name, body)
                 return
         finally:
@@ -291,14 +294,14 @@ class Runtime:
 
     async def _release(self, namespace: str, name: str) -> None:
         assert self.writer is not None
-        for attempt in range(1_000_000):
+        for attempt in itertools.count():
             try:
                 await self.writer.release_finalizer(namespace, name, self.finalizer)
                 return
             except Exception as exc:
                 log.warning("cannot release the finalizer of %s/%s (%s); retrying", namespace, name,
                             brief_error(exc))
-                await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+                await asyncio.sleep(_backoff(attempt))
 
     async def forget_if_published(self, namespace: str, name: str) -> None:
         key = f"{namespace}/{name}"
@@ -357,6 +360,10 @@ class Runtime:
 
     def lookup(self, namespace: str, name: str) -> ClusterView | None:
         return self.view(namespace, name)
+
+
+def _backoff(attempt: int) -> float:
+    return RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
 
 
 def _older(meta: Mapping[str, Any], written: tuple[str, str]) -> bool:

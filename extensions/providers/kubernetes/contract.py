@@ -180,11 +180,15 @@ def is_managed(body: Mapping[str, Any], scope: Scope) -> bool:
     return asks_to_be_published(body, scope)
 
 
-def carries_our_marks(body: Mapping[str, Any], scope: Scope, finalizer: str) -> bool:
-    """Anything we (or kopf for us) wrote on it: annotations under our prefix other than input, or the finalizer."""
+def marked_keys(annotations: Mapping[str, str], scope: Scope) -> list[str]:
+    """The annotations we (or an older Interlook) wrote: under our prefix and not an input."""
     inputs = {scope.key(k) for k in INPUT_KEYS}
-    ours = [k for k in _annotations(body) if k.startswith(f"{scope.prefix}/") and k not in inputs]
-    return bool(ours) or finalizer in (_meta(body).get("finalizers") or [])
+    return [k for k in annotations if k.startswith(f"{scope.prefix}/") and k not in inputs]
+
+
+def carries_our_marks(body: Mapping[str, Any], scope: Scope, finalizer: str) -> bool:
+    """Anything we wrote on it: our annotations or the finalizer."""
+    return bool(marked_keys(_annotations(body), scope)) or finalizer in (_meta(body).get("finalizers") or [])
 
 
 def parse_hosts(raw: str) -> tuple[str, ...]:

@@ -25,12 +25,12 @@ from extensions.kube_api import STRATEGIC_MERGE_PATCH, KubeApi, KubeApiError
 from extensions.providers.kubernetes.contract import (
     ERROR,
     INFO,
-    INPUT_KEYS,
     OUTPUT_KEYS,
     PUBLIC_IP,
     STATE,
     STEP,
     Scope,
+    marked_keys,
     split_entry_name,
 )
 
@@ -308,9 +308,7 @@ class StatusWriter:
                 return
             raise
         meta = body.get("metadata") or {}
-        inputs = {self.scope.key(k) for k in INPUT_KEYS}
-        ours = {k: None for k in (meta.get("annotations") or {})
-                if k.startswith(f"{self.scope.prefix}/") and k not in inputs}
+        ours = dict.fromkeys(marked_keys(meta.get("annotations") or {}, self.scope))
         patch: dict[str, Any] = {"metadata": {}}
         if ours:
             patch["metadata"]["annotations"] = ours
@@ -328,10 +326,10 @@ def service_path(namespace: str, name: str) -> str:
 
 
 def leftover_keys(body: Mapping[str, Any], scope: Scope) -> list[str]:
-    """Annotations under our prefix that are neither input nor output: an older version's bookkeeping."""
-    ours = {scope.key(k) for k in (*INPUT_KEYS, *OUTPUT_KEYS)}
+    """Our marks that are not output: an older version's bookkeeping (kopf's diff-base, progress)."""
+    outputs = {scope.key(k) for k in OUTPUT_KEYS}
     annotations = (body.get("metadata") or {}).get("annotations") or {}
-    return [k for k in annotations if k.startswith(f"{scope.prefix}/") and k not in ours]
+    return [k for k in marked_keys(annotations, scope) if k not in outputs]
 
 
 def brief_error(exc: BaseException) -> str:
