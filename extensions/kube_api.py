@@ -116,10 +116,16 @@ class KubeApi:
         return headers
 
 
-def _ssl_setting(configuration: Any) -> ssl.SSLContext | bool:
-    if not getattr(configuration, "verify_ssl", True):
-        return False
+def _ssl_setting(configuration: Any) -> ssl.SSLContext:
+    """The TLS context of the kubeconfig: its CA, its client certificate, and verification unless told off.
+
+    A kubeconfig may say ``insecure-skip-tls-verify`` and still authenticate
+    with a client certificate, so the certificate is loaded either way.
+    """
     context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+    if not getattr(configuration, "verify_ssl", True):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     if getattr(configuration, "cert_file", None):
         context.load_cert_chain(configuration.cert_file, getattr(configuration, "key_file", None) or None)
     return context
