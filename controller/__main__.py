@@ -19,9 +19,10 @@ EXIT_START = 1
 
 
 def _describe(config: Config) -> str:
+    from controller.instance import Identity
     from extensions import KNOWN_EXTENSIONS
 
-    lines = ["workflow:"]
+    lines = [f"instance: {Identity(configured=config.core.instance_id).describe()}", "workflow:"]
     for index, step in enumerate(config.core.workflow_steps, 1):
         spec = KNOWN_EXTENSIONS[step]
         role = "provider" if step.startswith("provider.") else "provisioner"
@@ -74,7 +75,8 @@ async def _run(path: str | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    logging.getLogger("interlook").info("interlook running: workflow %s", ",".join(config.core.workflow_steps))
+    logging.getLogger("interlook").info("interlook running: instance %s, workflow %s", app.identity.instance_id,
+                                        ",".join(config.core.workflow_steps))
     await stop.wait()
     await app.stop()
     return 0

@@ -24,6 +24,9 @@ def make_app(core: Core) -> web.Application:
 
     @routes.get("/health")
     async def health(_: web.Request) -> web.Response:
+        if core.standby:
+            # A healthy standby is ready to take over: it must pass readiness probes.
+            return web.json_response({"status": "standby"})
         crashed = {n: s for n, s in core.extension_status().items() if s["status"] != "running"}
         if not core.started or crashed:
             return web.json_response({"status": "unhealthy", "extensions": crashed}, status=503)
@@ -50,7 +53,11 @@ def make_app(core: Core) -> web.Application:
 
     @routes.get("/version")
     async def version(_: web.Request) -> web.Response:
-        return web.json_response({"version": __version__, "name": "interlook"})
+        identity = core.identity
+        return web.json_response({"version": __version__, "name": "interlook",
+                                  "instance": identity.instance_id if identity else "",
+                                  "instance_source": identity.source if identity else "",
+                                  "role": "standby" if core.standby else "active"})
 
     @routes.get("/metrics")
     async def metrics(_: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from controller.api import ApiServer
 from controller.config import Config, load_config
 from controller.core import Core
 from controller.extension import BaseExtension, ExtensionContext
+from controller.instance import Identity
 
 log = logging.getLogger("interlook")
 
@@ -47,14 +48,39 @@ def setup_logging(level: str = "INFO", log_file: str = "") -> None:
 
 @dataclass
 class App:
+    """The program: a core, its extensions and the HTTP API.
+
+    Under kopf peering a replica waits as a standby: the API answers (the
+    readiness probe, ``/version``), the core and its extensions do not run,
+    so nothing is read or written for any Service until ``activate()``.
+    ``deactivate()`` stops them at once when a peer takes over; a later
+    ``activate()`` starts from nothing and is fed again from the cluster.
+    """
+
     config: Config
     core: Core
     extensions: dict[str, BaseExtension]
     api: ApiServer | None = None
     services: dict[str, Any] = field(default_factory=dict)
+    identity: Identity = field(default_factory=Identity)
 
-    async def start(self, *, serve_api: bool = True) -> None:
-        await self.core.start()
+    async def resolve_identity(self) -> str:
+        """Settle the instance id (configured, or derived from the providers' clusters and scopes)."""
+        found = []
+        for name in self.config.core.workflow_steps:
+            identity = await self.extensions[name].cluster_identity()
+            if identity is not None:
+                found.append(identity)
+        instance = self.identity.resolve(found)
+        log.info("instance id %s (%s)", instance, self.identity.source)
+        return instance
+
+    async def start(self, *, serve_api: bool = True, active: bool = True) -> None:
+        if not self.identity.instance_id:
+            await self.resolve_identity()
+        self.core.standby = not active
+        if active:
+            await self.core.start()
         if serve_api:
             self.api = ApiServer(self.core, self.config.core.listen_address, self.config.core.listen_port)
             try:
@@ -63,10 +89,24 @@ class App:
                 await self.core.stop()
                 raise RuntimeError(f"cannot listen on port {self.config.core.listen_port}: {exc}") from exc
 
+    async def activate(self) -> None:
+        """Become the active replica: start the core and its extensions (start-up checks included)."""
+        if self.core.started:
+            return
+        await self.core.start()
+        self.core.standby = False
+
+    async def deactivate(self) -> None:
+        """Become a standby at once: in-flight steps are cut short, the entries forgotten."""
+        self.core.standby = True
+        if self.core.started:
+            await self.core.stop(abandon=True)
+
     async def stop(self) -> None:
         if self.api is not None:
             await self.api.stop()
-        await self.core.stop()
+        if self.core.started:
+            await self.core.stop()
 
 
 def build_app(config: Config | str | None = None, *, services: dict[str, Any] | None = None,
@@ -79,6 +119,7 @@ def build_app(config: Config | str | None = None, *, services: dict[str, Any] | 
     for warning in config.warnings:
         log.warning("config: %s", warning)
     services = dict(services or {})
+    identity = Identity(configured=config.core.instance_id)
     extensions: dict[str, BaseExtension] = {}
     core_ref: dict[str, Core] = {}
 
@@ -89,8 +130,9 @@ def build_app(config: Config | str | None = None, *, services: dict[str, Any] | 
     for name in config.core.workflow_steps:
         spec = KNOWN_EXTENSIONS[name]
         context = ExtensionContext(name=name, entries=live_entries, data_dir=data_dir or Path.cwd(),
-                                   services=services)
+                                   services=services, identity=identity)
         extensions[name] = spec.build(config.extensions[name], context)
     core = Core(config.core, extensions)
+    core.identity = identity
     core_ref["core"] = core
-    return App(config=config, core=core, extensions=extensions, services=services)
+    return App(config=config, core=core, extensions=extensions, services=services, identity=identity)

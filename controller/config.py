@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 import yaml
 
 from controller.durations import DurationError, parse_duration
+from controller.instance import instance_id_problem
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,8 @@ class CoreConfig:
     retry_backoff_base: float = 1.0
     retry_backoff_max: float = 300.0
     listen_address: str = "0.0.0.0"
+    # Which Interlook this is (controller/instance.py); empty: derived at start-up.
+    instance_id: str = ""
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
@@ -316,7 +319,12 @@ def _parse_core(section: Section, resolve: ResolveStep) -> tuple[CoreConfig, lis
         canonical.append(spec.name)
     if names and not any(n.startswith("provider.") for n in canonical):
         section.error("workflowSteps", "the workflow has no provider (add provider.kubernetes or provider.swarm)")
+    instance_id = section.str("instanceId").strip()
+    if instance_id and (problem := instance_id_problem(instance_id)):
+        section.error("instanceId", f"{problem}, got {instance_id!r}")
+        instance_id = ""
     core = CoreConfig(
+        instance_id=instance_id,
         log_level="WARNING" if level == "WARN" else level,
         listen_port=section.port("listenPort", 8080),
         listen_address=section.str("listenAddress", "0.0.0.0"),

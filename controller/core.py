@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 from controller.config import CoreConfig
 from controller.entries import DEPLOYED, UNDEPLOYED, Entry, load_entries, save_entries
 from controller.extension import BaseExtension, ExtensionStartError, MessageQueue
+from controller.instance import Identity
 from controller.messages import Action, Message, Service
 from controller.metrics import Metrics
 
@@ -66,13 +67,21 @@ class Core:
         self._sent_at: dict[tuple[str, int, str], float] = {}
         self._failing_steps: set[str] = set()  # steps that failed since they last worked
         self.started = False
+        # A standby replica (kopf peering) runs nothing; the API says so.
+        self.standby = False
+        self.identity: Identity | None = None
 
     # ------------------------------------------------------------------ life
     def add_status_sink(self, sink: StatusSink) -> None:
         self._sinks.append(sink)
 
     async def start(self) -> None:
-        """Start every extension; raise ExtensionStartError naming the first that refuses."""
+        """Start every extension; raise ExtensionStartError naming the first that refuses.
+
+        A core stopped as a standby starts again from nothing: the entries
+        (unless an entries file holds them) come back from the providers.
+        """
+        self._reset()
         if self.config.workflow_entries_file:
             try:
                 self.entries = load_entries(self.config.workflow_entries_file)
@@ -102,6 +111,15 @@ class Core:
         for entry in list(self.entries.values()):
             if entry.state != entry.expected_state and not entry.error:
                 self._dispatch_current(entry)
+
+    def _reset(self) -> None:
+        self._stopping = False
+        self.entries = {}
+        self._to_ext = {n: asyncio.Queue() for n in self.extensions}
+        self._from_ext = {n: asyncio.Queue() for n in self.extensions}
+        self._sent_at.clear()
+        self._failing_steps.clear()
+        self._dirty.clear()
 
     async def _start_extension(self, name: str) -> None:
         ext = self.extensions[name]
@@ -156,7 +174,8 @@ class Core:
             except ExtensionStartError as exc:
                 log.error("restart of %s failed: %s", name, exc.reason)
 
-    async def stop(self) -> None:
+    async def stop(self, *, abandon: bool = False) -> None:
+        """Stop the extensions (letting in-flight steps finish), or cut them short with ``abandon``."""
         self._stopping = True
         for task in self._tasks:
             task.cancel()
@@ -164,6 +183,9 @@ class Core:
             with contextlib.suppress(BaseException):
                 await task
         self._tasks.clear()
+        if abandon:
+            for task in self._ext_tasks.values():
+                task.cancel()
         await self._stop_extensions()
         if self.config.workflow_entries_file:
             await asyncio.to_thread(save_entries, self.config.workflow_entries_file, self._copy_entries())

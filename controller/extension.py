@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Mapping, Protocol, runtime_checkable
 
+from controller.instance import ClusterIdentity, Identity
 from controller.messages import Message, Service
 
 MessageQueue = asyncio.Queue[Message]
@@ -58,7 +59,8 @@ class ExtensionContext:
     # Runtime objects the embedding program hands over (e.g. an allocation
     # store backed by the cluster); keys are documented by the extension.
     services: dict[str, Any] = field(default_factory=dict)
-
+    # Which Interlook this is: shared by every extension, settled before any starts.
+    identity: Identity = field(default_factory=Identity)
 
     @property
     def knows_entries(self) -> bool:
@@ -108,6 +110,15 @@ class BaseExtension:
 
     async def run_background(self) -> None:
         """Optional long-running work beside the message loop (polling, reconcile)."""
+
+    async def cluster_identity(self) -> ClusterIdentity | None:
+        """Providers: the platform's cluster id and this instance's scope (see controller/instance.py)."""
+        return None
+
+    @property
+    def instance_id(self) -> str:
+        """The instance id every record this extension makes is marked with."""
+        return self.context.identity.instance_id
 
     # -- contract ---------------------------------------------------------
     def _ready_future(self) -> asyncio.Future[None]:

@@ -7,6 +7,6 @@ docs/kubernetes.md.
 """
 
 from extensions.providers.kubernetes.config import KubernetesConfig
-from extensions.providers.kubernetes.provider import LOOKUP_SERVICE, ClusterView, KubernetesProvider
+from extensions.providers.kubernetes.provider import ClusterView, KubernetesProvider
 
-__all__ = ["KubernetesConfig", "KubernetesProvider", "ClusterView", "LOOKUP_SERVICE"]
+__all__ = ["KubernetesConfig", "KubernetesProvider", "ClusterView"]

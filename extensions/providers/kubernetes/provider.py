@@ -6,16 +6,18 @@ its EndpointSlices and Nodes) and :meth:`KubernetesProvider.forget` when one
 goes away.  This class only decides what the workflow should be told, so it
 can be tested without a cluster and never imports kopf.
 
-A ``refresh`` from the core is answered from the same indexes, through a
-lookup callable the kopf layer hands over as ``context.services["kubernetes.lookup"]``.
+A ``refresh`` from the core is answered from the same indexes, through the
+lookup the kopf layer attaches (:meth:`KubernetesProvider.attach`), which also
+says how to read the cluster's id (for the instance id, controller/instance.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from controller.extension import BaseExtension, ExtensionContext
+from controller.instance import ClusterIdentity
 from controller.messages import Action, Message, Service
 from extensions.providers.kubernetes.config import KubernetesConfig
 from extensions.providers.kubernetes.contract import (
@@ -26,9 +28,6 @@ from extensions.providers.kubernetes.contract import (
     read_service,
     split_entry_name,
 )
-
-# context.services key: ``lookup(namespace, name) -> ClusterView | None``.
-LOOKUP_SERVICE = "kubernetes.lookup"
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,7 @@ class ClusterView:
 
 
 Lookup = Callable[[str, str], "ClusterView | None"]
+ClusterIdReader = Callable[[], Awaitable[str]]
 
 
 class KubernetesProvider(BaseExtension):
@@ -49,6 +49,19 @@ class KubernetesProvider(BaseExtension):
     def __init__(self, config: KubernetesConfig | None = None, context: ExtensionContext | None = None):
         super().__init__(context)
         self.config = config or KubernetesConfig()
+        self.lookup: Lookup | None = None
+        self.read_cluster_id: ClusterIdReader | None = None
+
+    def attach(self, *, lookup: Lookup, read_cluster_id: ClusterIdReader) -> None:
+        """What the kopf layer lends: the indexes (for refreshes) and the cluster's id."""
+        self.lookup, self.read_cluster_id = lookup, read_cluster_id
+
+    async def cluster_identity(self) -> ClusterIdentity | None:
+        if self.read_cluster_id is None:
+            return None
+        scope = self.scope
+        text = f"namespaces={','.join(sorted(scope.namespaces))};selector={scope.selector};prefix={scope.prefix}"
+        return ClusterIdentity("kubernetes", await self.read_cluster_id(), text)
 
     @property
     def scope(self) -> Scope:
@@ -82,7 +95,7 @@ class KubernetesProvider(BaseExtension):
     async def handle(self, message: Message) -> Message:
         if message.action != Action.REFRESH:
             return message
-        lookup: Lookup | None = self.context.services.get(LOOKUP_SERVICE)
+        lookup = self.lookup
         if lookup is None:
             # Without indexes nothing can be confirmed; saying `delete` would
             # tear down a live service, so say nothing new.
@@ -102,8 +115,3 @@ def _message_for(reading: Reading) -> Message:
     if reading.info:
         return Message(Action.DELETE, reading.service, info=reading.info)
     return Message(Action.ADD, reading.service)
-
-
-def views_for_node(views: Iterable[ClusterView], node: str) -> list[ClusterView]:
-    """The Services with a ready endpoint on ``node`` (to follow a Node's address change)."""
-    return [v for v in views if any(n == node for e in v.endpoints for n, _ in e.ready)]

@@ -170,6 +170,13 @@ class StatusWriter:
         if target is not None and target.task is not None:
             target.task.cancel()
 
+    def abandon(self) -> None:
+        """Drop every pending write at once (a peer took over): nothing more is written."""
+        for target in self._targets.values():
+            if target.task is not None:
+                target.task.cancel()
+        self._targets.clear()
+
     async def idle(self) -> None:
         """Wait until every pending write is done (tests, shutdown)."""
         tasks = [t.task for t in self._targets.values() if t.task is not None and not t.task.done()]

@@ -75,6 +75,7 @@ class DockerSwarmClient:
         self.timeout = timeout
         self._api: docker.APIClient | None = None
         self._version: str = "auto"
+        self.cluster_id = ""  # the Swarm cluster ID, known once connected
 
     # -- connection ------------------------------------------------------
     def _tls(self) -> docker.tls.TLSConfig | bool:
@@ -110,6 +111,7 @@ class DockerSwarmClient:
                                    "point endpoint at a manager node")
         self._api = api
         self._version = str(api.api_version)
+        self.cluster_id = str((swarm.get("Cluster") or {}).get("ID") or "")
         log.info("connected to Docker %s (API %s) at %s, swarm node %s", info.get("ServerVersion", "?"),
                  self._version, where, swarm.get("NodeID", "?"))
 

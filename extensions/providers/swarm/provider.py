@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from controller.extension import BaseExtension, ExtensionContext
+from controller.instance import ClusterIdentity
 from controller.messages import Action, Message, Service
 from extensions.providers.swarm.client import (
     DOCKER_ERRORS,
@@ -78,6 +79,12 @@ class SwarmProvider(BaseExtension):
 
     async def teardown(self) -> None:
         await asyncio.to_thread(self.client.close)
+
+    async def cluster_identity(self) -> ClusterIdentity | None:
+        """The Swarm cluster ID (asked once, before start-up) and our label selector."""
+        if not self.client.cluster_id:
+            await asyncio.to_thread(self.client.connect)
+        return ClusterIdentity("swarm", self.client.cluster_id, ",".join(sorted(self.config.label_selector)))
 
     async def run_background(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,11 +1,12 @@
-"""The kopf layer's finalizer rules, without a cluster (recording writer)."""
+"""The Service lifecycle's finalizer rules, without a cluster or kopf (recording writer)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from controller.main import Runtime, _older
+from extensions.providers.kubernetes.lifecycle import ClusterIndexes, ServiceLifecycle, _older
+from extensions.providers.kubernetes.provider import KubernetesProvider
 
 ANN = {"interlook.io/hosts": "web.example.com", "interlook.io/port": "http"}
 
@@ -29,8 +30,9 @@ class RecordingWriter:
         return answer  # type: ignore[no-any-return]
 
 
-def runtime(writer: RecordingWriter) -> Runtime:
-    return Runtime(writer=writer)  # type: ignore[arg-type]
+def runtime(writer: RecordingWriter) -> ServiceLifecycle:
+    return ServiceLifecycle(KubernetesProvider(), writer, ClusterIndexes(), lambda _: None,  # type: ignore[arg-type]
+                            finalizer="interlook.io/finalizer")
 
 
 def test_older_compares_resource_versions_of_the_same_object() -> None:
@@ -64,7 +66,8 @@ async def test_a_service_being_deleted_is_not_admitted() -> None:
 async def test_an_unreachable_api_server_is_retried_in_the_background() -> None:
     rt = runtime(RecordingWriter([ConnectionError("refused")]))
     assert not await rt.admit("shop", "web", body("9"))
-    assert "shop/web" in rt.admitting  # not in kopf's worker: newer events of the object go on
+    retry = rt.tracked["shop/web"].admit_retry
+    assert retry is not None  # not in kopf's worker: newer events of the object go on
     assert not await rt.admit("shop", "web", body("9"))  # the retry owns it meanwhile
-    rt.admitting.pop("shop/web").cancel()
+    retry.cancel()
     await asyncio.sleep(0)
