@@ -8,13 +8,14 @@ with the simulator's CA, never with ``insecureSkipVerify``.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import pytest
 
-from controller.extension import ExtensionContext
+from controller.extension import no_entries
+from controller.messages import Service
 from extensions.provisioners.f5ltm import F5Provisioner
-from tests.f5.helpers import HTTP_POLICY, SSL_POLICY, make_config
+from tests.f5.helpers import HTTP_POLICY, INSTANCE, SSL_POLICY, context, make_config
 from tests.simulators.f5 import F5Simulator
 from tests.simulators.tlsutil import SimulatorTLS, ensure_tls
 
@@ -47,10 +48,11 @@ ProvisionerFactory = Callable[..., Awaitable[F5Provisioner]]
 async def provisioner_factory(bigip: F5Simulator) -> AsyncIterator[ProvisionerFactory]:
     started: list[F5Provisioner] = []
 
-    async def build(clock: Callable[[], float] | None = None, **overrides: Any) -> F5Provisioner:
+    async def build(clock: Callable[[], float] | None = None, instance: str = INSTANCE,
+                    entries: Callable[[], Mapping[str, Service]] = no_entries, **overrides: Any) -> F5Provisioner:
         config = make_config(bigip, **overrides)
         kwargs = {"clock": clock} if clock is not None else {}
-        provisioner = F5Provisioner(config, ExtensionContext("provisioner.f5ltm"), **kwargs)
+        provisioner = F5Provisioner(config, context(instance, entries), **kwargs)
         await provisioner.setup()
         started.append(provisioner)
         return provisioner

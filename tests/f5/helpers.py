@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable, Mapping
 
+from controller.extension import ExtensionContext, no_entries
+from controller.instance import Identity
 from controller.messages import Action, Message, Service, Target
 from extensions.provisioners.f5ltm import F5Config
 from tests.simulators.f5 import F5Simulator
 
 HTTP_POLICY = "/Common/global-http"
 SSL_POLICY = "/Common/global-ssl"
+INSTANCE = "site-a"
+SUFFIX = "(auto generated - do not edit)"
+
+
+def context(instance: str = INSTANCE,
+            entries: Callable[[], Mapping[str, Service]] = no_entries) -> ExtensionContext:
+    return ExtensionContext("provisioner.f5ltm", entries=entries, identity=Identity(instance_id=instance))
+
+
+def name_of(entry: str = "shop/web", instance: str = INSTANCE) -> str:
+    """The BIG-IP name an instance gives an entry's objects (Kubernetes entries only)."""
+    return f"interlook_{instance}_{entry.replace('/', '_')}"
+
+
+def path_of(entry: str = "shop/web", instance: str = INSTANCE, partition: str = "Common") -> str:
+    return f"/{partition}/{name_of(entry, instance)}"
+
+
+def mark_of(entry: str = "shop/web", instance: str = INSTANCE) -> str:
+    return f"interlook:{instance}:{entry} {SUFFIX}"
 
 
 def make_config(simulator: F5Simulator, **overrides: Any) -> F5Config:

@@ -6,10 +6,9 @@ import asyncio
 
 import pytest
 
-from controller.extension import ExtensionContext
 from controller.messages import Action, Message
 from extensions.provisioners.f5ltm import F5Provisioner
-from tests.f5.helpers import make_config, message, service
+from tests.f5.helpers import context, make_config, message, path_of, service
 from tests.simulators.f5 import F5Simulator
 from tests.simulators.tlsutil import ensure_tls
 
@@ -63,7 +62,7 @@ async def test_5xx_becomes_the_error_then_the_retry_succeeds(bigip, provisioner_
     healed = await f5.handle(message(Action.ADD, service()))
 
     assert healed.error == ""
-    assert "/Common/interlook_shop_web" in bigip.state.virtuals
+    assert path_of() in bigip.state.virtuals
 
 
 class FirstCallFails:
@@ -86,7 +85,7 @@ async def test_a_busy_answer_to_a_read_is_asked_again_not_a_failed_step(bigip, p
 
     assert bigip.stats.errors_injected == 1
     assert reply.error == ""
-    assert "/Common/interlook_shop_web" in bigip.state.virtuals
+    assert path_of() in bigip.state.virtuals
 
 
 async def test_flaky_appliance_converges(bigip, provisioner_factory):
@@ -100,7 +99,7 @@ async def test_flaky_appliance_converges(bigip, provisioner_factory):
     bigip.faults.error_rate = 0.0
 
     assert (await f5.handle(message(Action.ADD, svc))).error == ""
-    assert len(bigip.state.members["/Common/interlook_shop_web"]) == 3
+    assert len(bigip.state.members[path_of()]) == 3
     assert bigip.state.drafts() == []
 
 
@@ -115,19 +114,19 @@ async def test_appliance_down_is_an_error_naming_the_endpoint(bigip, provisioner
     assert (await f5.handle(message(Action.ADD, service()))).error == ""
 
 
-async def test_conflict_answered_409_is_reported_with_the_appliance_message(bigip, provisioner_factory):
+async def test_destination_conflict_says_who_holds_it_and_never_names_the_other_service(bigip, provisioner_factory):
     f5 = await provisioner_factory()
     await f5.handle(message(Action.ADD, service("shop/web")))
 
     reply = await f5.handle(message(Action.ADD, service("shop/other")))  # same public IP and port
 
-    assert "BIG-IP answered 409" in reply.error
-    assert "illegally shares destination address" in reply.error
+    assert "destination 192.0.2.10:80 is already used by a virtual server of another Service" in reply.error
+    assert "web" not in reply.error  # the appliance's text names the other virtual server: not passed on
 
 
 async def test_wrong_ca_fails_start_with_a_clear_tls_error(bigip, tmp_path):
     other_ca = ensure_tls(tmp_path / "other").ca_file
-    f5 = F5Provisioner(make_config(bigip, ca_file=str(other_ca)), ExtensionContext("provisioner.f5ltm"))
+    f5 = F5Provisioner(make_config(bigip, ca_file=str(other_ca)), context())
 
     with pytest.raises(RuntimeError) as caught:
         await f5.setup()
@@ -138,14 +137,14 @@ async def test_wrong_ca_fails_start_with_a_clear_tls_error(bigip, tmp_path):
 
 
 async def test_system_cas_do_not_trust_the_simulator(bigip):
-    f5 = F5Provisioner(make_config(bigip, ca_file=""), ExtensionContext("provisioner.f5ltm"))
+    f5 = F5Provisioner(make_config(bigip, ca_file=""), context())
 
     with pytest.raises(RuntimeError, match="could not be verified"):
         await f5.setup()
 
 
 async def test_refused_login_fails_start_without_the_password(bigip):
-    f5 = F5Provisioner(make_config(bigip, password="s3cret-wrong"), ExtensionContext("provisioner.f5ltm"))
+    f5 = F5Provisioner(make_config(bigip, password="s3cret-wrong"), context())
 
     with pytest.raises(RuntimeError) as caught:
         await f5.setup()
@@ -160,7 +159,7 @@ async def test_unreachable_endpoint_fails_start(sim_tls):
     await simulator.start()
     url = simulator.url
     await simulator.stop()
-    f5 = F5Provisioner(make_config(simulator, http_endpoint=url), ExtensionContext("provisioner.f5ltm"))
+    f5 = F5Provisioner(make_config(simulator, http_endpoint=url), context())
 
     with pytest.raises(RuntimeError, match="cannot connect"):
         await f5.setup()
@@ -168,7 +167,7 @@ async def test_unreachable_endpoint_fails_start(sim_tls):
 
 async def test_runs_through_the_extension_contract(bigip):
     """start(receive, send) answers every message on the send queue, errors included; stop() ends it."""
-    f5 = F5Provisioner(make_config(bigip), ExtensionContext("provisioner.f5ltm"))
+    f5 = F5Provisioner(make_config(bigip), context())
     receive: asyncio.Queue[Message] = asyncio.Queue()
     send: asyncio.Queue[Message] = asyncio.Queue()
     runner = asyncio.create_task(f5.start(receive, send))

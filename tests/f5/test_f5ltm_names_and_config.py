@@ -1,4 +1,4 @@
-"""Unit tests (no simulator): BIG-IP names for entries, ownership marks, the ``lb.f5ltm`` section."""
+"""Unit tests (no simulator): BIG-IP names for instances and entries, the ``lb.f5ltm`` section."""
 
 from __future__ import annotations
 
@@ -8,44 +8,47 @@ from pathlib import Path
 import pytest
 
 from controller.config import Report, Section
-from extensions.provisioners.f5ltm import F5Config, object_description, object_name, owned_by
+from extensions.provisioners.f5ltm import F5Config, legacy_object_name, object_name
 from extensions.provisioners.f5ltm.client import uri_id
+from extensions.provisioners.f5ltm.names import short_instance
 from extensions.provisioners.f5ltm.provisioner import Member, normalize_monitor, parse_member_name
 
 VALID_BIGIP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 
-def test_kubernetes_entry_becomes_a_readable_name():
-    assert object_name("shop/web") == "interlook_shop_web"
-    assert object_name("kube-system/dns.v2") == "interlook_kube-system_dns.v2"
+def test_kubernetes_entry_becomes_a_readable_name_with_the_instance():
+    assert object_name("site-a", "shop/web") == "interlook_site-a_shop_web"
+    assert object_name("il-3f2a9c01de", "kube-system/dns.v2") == "interlook_il-3f2a9c01de_kube-system_dns.v2"
+
+
+def test_legacy_names_are_those_of_the_version_before_instance_ids():
+    assert legacy_object_name("shop/web") == "interlook_shop_web"
+    assert legacy_object_name("stack_web").startswith("interlook_stack_web_")
+
+
+def test_a_long_instance_id_is_shortened_in_names_and_kept_distinct():
+    long_a, long_b = "team-payments-" + "a" * 18, "team-payments-" + "b" * 18
+    assert len(short_instance(long_a)) <= 16 and "_" not in short_instance(long_a)
+    assert object_name(long_a, "shop/web") != object_name(long_b, "shop/web")
+    assert short_instance("il-3f2a9c01de") == "il-3f2a9c01de"
 
 
 @pytest.mark.parametrize("entry", ["stack_web", "a/b/c", "weird name!", "ns/" + "x" * 300, "é/ü", "/", ""])
-def test_every_entry_gives_a_valid_bigip_name(entry):
-    name = object_name(entry)
+@pytest.mark.parametrize("instance", ["site-a", "x" * 32])
+def test_every_entry_gives_a_valid_bigip_name(entry, instance):
+    name = object_name(instance, entry)
     assert VALID_BIGIP_NAME.match(name), name
     assert len(name) <= 150
 
 
-def test_names_never_collide_between_kubernetes_and_swarm_entries():
+def test_names_never_collide_between_kubernetes_and_swarm_entries_or_instances():
     entries = ["stack/web", "stack_web", "stack__web", "stack/web_", "a/b/c", "a/b_c", "a_b/c", "a.b/c"]
-    names = [object_name(e) for e in entries]
-    assert len(set(names)) == len(entries), dict(zip(entries, names, strict=True))
+    names = [object_name(i, e) for i in ("site-a", "site-b", "site") for e in entries]
+    assert len(set(names)) == len(names)
 
 
 def test_names_are_stable():
-    assert object_name("stack_web") == object_name("stack_web")
-
-
-def test_description_marks_the_owner_entry():
-    description = object_description("shop/web", "(auto generated - do not edit)")
-    assert description == "interlook:shop/web (auto generated - do not edit)"
-    assert owned_by(description, "shop/web")
-    assert not owned_by(description, "shop/we")
-    assert not owned_by(description, "shop/web2")
-    assert not owned_by("shop/web pool (by Interlook)", "shop/web")
-    assert not owned_by(None, "shop/web")
-    assert owned_by(object_description("shop/web", ""), "shop/web")
+    assert object_name("site-a", "stack_web") == object_name("site-a", "stack_web")
 
 
 def test_uri_ids_use_tildes():

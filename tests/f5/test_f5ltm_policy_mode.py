@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 
 from controller.messages import Action
-from tests.f5.helpers import HTTP_POLICY, SSL_POLICY, message, service
+from tests.f5.helpers import HTTP_POLICY, SSL_POLICY, mark_of, message, name_of, path_of, service
 from tests.simulators.f5 import F5Simulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.f5]
 
-POOL = "/Common/interlook_shop_web"
-RULE = "interlook_shop_web"
+POOL = path_of()
+RULE = name_of()
 
 
 def rule(bigip: F5Simulator, policy: str = HTTP_POLICY, name: str = RULE) -> dict[str, Any] | None:
@@ -34,7 +34,7 @@ async def test_add_creates_pool_and_rule_routing_the_host_names(bigip, provision
     assert bigip.state.virtuals == {}  # the shared virtual server is the operator's
     added = rule(bigip)
     assert added is not None
-    assert added["description"] == "interlook:shop/web (auto generated - do not edit)"
+    assert added["description"] == mark_of()
     condition = added["conditions"][0]
     assert condition["httpHost"] and condition["host"] and condition["equals"] and condition["request"]
     assert sorted(condition["values"]) == ["a.example.com", "b.example.com"]
@@ -117,7 +117,7 @@ async def test_rules_of_other_services_and_the_operator_are_kept(bigip, provisio
     reply = await f5.handle(message(Action.DELETE, service("shop/web")))
 
     assert reply.error == ""
-    assert [r["name"] for r in bigip.state.rules[HTTP_POLICY]] == ["operator-default", "interlook_shop_api"]
+    assert [r["name"] for r in bigip.state.rules[HTTP_POLICY]] == ["operator-default", name_of("shop/api")]
 
 
 async def test_concurrent_services_take_turns_on_the_policy_draft(bigip, provisioner_factory):

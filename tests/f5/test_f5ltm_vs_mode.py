@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from controller.messages import Action
-from tests.f5.helpers import message, service
+from tests.f5.helpers import INSTANCE, SUFFIX, mark_of, message, path_of, service
 from tests.simulators.f5 import F5Simulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.f5]
 
-POOL = "/Common/interlook_shop_web"
+POOL = path_of()
 
 
 def members(bigip: F5Simulator, pool: str = POOL) -> dict[str, int]:
@@ -26,7 +26,7 @@ async def test_add_creates_pool_and_virtual_server_marked_as_interlooks(bigip, p
     assert reply.error == ""
     assert reply.extra == {"generation": "1"}
     pool = bigip.state.pools[POOL]
-    assert pool["description"] == "interlook:shop/web (auto generated - do not edit)"
+    assert pool["description"] == mark_of()
     assert pool["loadBalancingMode"] == "least-connections-member"
     assert pool["monitor"] == "/Common/http"
     assert members(bigip) == {"10.0.0.1:30080": 2, "10.0.0.2:30080": 1}
@@ -35,8 +35,8 @@ async def test_add_creates_pool_and_virtual_server_marked_as_interlooks(bigip, p
     assert virtual["pool"] == POOL
     assert virtual["ipProtocol"] == "tcp"
     assert virtual["sourceAddressTranslation"] == {"type": "automap"}
-    assert virtual["description"].startswith("interlook:shop/web ")
-    assert bigip.state.nodes["/Common/10.0.0.1"]["description"].startswith("interlook:node")
+    assert virtual["description"] == mark_of()
+    assert bigip.state.nodes["/Common/10.0.0.1"]["description"] == f"interlook:{INSTANCE}:node {SUFFIX}"
 
 
 async def test_second_identical_message_writes_nothing(bigip, provisioner_factory):
@@ -142,7 +142,7 @@ async def test_objects_of_someone_else_are_never_changed(bigip, provisioner_fact
     update = await f5.handle(message(Action.UPDATE, service(targets=(("10.0.0.9", 30080, 1),))))
     delete = await f5.handle(message(Action.DELETE, service()))
 
-    assert "not Interlook's" in update.error
+    assert "held by something other than Interlook" in update.error
     assert delete.error == ""  # only its own virtual server went away
     assert POOL in bigip.state.pools
     assert POOL not in bigip.state.virtuals
@@ -158,7 +158,7 @@ async def test_nodes_shared_with_another_pool_stay(bigip, provisioner_factory):
 
     assert reply.error == ""
     assert "/Common/10.0.0.1" in bigip.state.nodes
-    assert list(bigip.state.pools) == ["/Common/interlook_shop_api"]
+    assert list(bigip.state.pools) == [path_of("shop/api")]
 
 
 async def test_missing_public_ip_is_an_error_before_any_write(bigip, provisioner_factory):
@@ -177,8 +177,8 @@ async def test_partition_is_used_for_every_object(bigip, provisioner_factory):
     reply = await f5.handle(message(Action.ADD, service()))
 
     assert reply.error == ""
-    assert "/Apps/interlook_shop_web" in bigip.state.pools
-    assert bigip.state.virtuals["/Apps/interlook_shop_web"]["destination"] == "/Apps/192.0.2.10:80"
+    assert path_of(partition="Apps") in bigip.state.pools
+    assert bigip.state.virtuals[path_of(partition="Apps")]["destination"] == "/Apps/192.0.2.10:80"
     assert "/Apps/10.0.0.1" in bigip.state.nodes
 
 

@@ -2,8 +2,8 @@
 
 from extensions.provisioners.f5ltm.client import BigIPClient, BigIPError, BigIPUnreachable
 from extensions.provisioners.f5ltm.config import F5Config
-from extensions.provisioners.f5ltm.names import object_description, object_name, owned_by
+from extensions.provisioners.f5ltm.names import legacy_object_name, object_name
 from extensions.provisioners.f5ltm.provisioner import F5Provisioner
 
-__all__ = ["BigIPClient", "BigIPError", "BigIPUnreachable", "F5Config", "F5Provisioner", "object_description",
-           "object_name", "owned_by"]
+__all__ = ["BigIPClient", "BigIPError", "BigIPUnreachable", "F5Config", "F5Provisioner", "legacy_object_name",
+           "object_name"]

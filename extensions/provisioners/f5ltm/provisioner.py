@@ -11,9 +11,13 @@ Two ways to publish, as in the Go Interlook (``updateMode``):
   then published, and the draft is deleted if anything fails on the way.
 
 Every step reads first and writes only the difference, so a repeated message
-writes nothing.  Objects are named after the entry and carry an ownership mark
-in their description (see ``names``): Interlook never changes or deletes what
-it did not make.
+writes nothing.  Objects are named after the instance and the entry (see
+``names``) and carry the ownership marks of extensions/kit/ownership.py in
+their description: this Interlook never changes or deletes what another
+instance, another entry or a person made, and a name, destination or host
+name held by one of those is an error on the entry.  Objects made before
+instance ids (legacy name and mark) are adopted in place for their own entry
+and never touched by a sweep.
 """
 
 from __future__ import annotations
@@ -21,29 +25,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from controller.extension import BaseExtension, ExtensionContext
 from controller.messages import Action, Message, Service
+from extensions.kit.ownership import Ownership, Verdict, parse_text
 from extensions.orphans import sweep_forever
 from extensions.provisioners.f5ltm.client import BigIPClient, BigIPError, BigIPUnreachable, uri_id
 from extensions.provisioners.f5ltm.config import F5Config
-from extensions.provisioners.f5ltm.names import (
-    node_description,
-    object_description,
-    object_name,
-    owned_by,
-    owner_of,
-    owns_node,
-)
+from extensions.provisioners.f5ltm.names import NODE_ENTRY, legacy_object_name, object_name
 
 POOL = "/mgmt/tm/ltm/pool"
 NODE = "/mgmt/tm/ltm/node"
 VIRTUAL = "/mgmt/tm/ltm/virtual"
 POLICY = "/mgmt/tm/ltm/policy"
 MAX_RATIO = 100  # BIG-IP's upper bound for a member ratio
+# "01070333:3: Virtual Server /P/a illegally shares ... with Virtual Server /P/b."
+_DRAFT_DELETE_ATTEMPTS = 3
+_SHARED_DESTINATION = re.compile(r"with Virtual Server (/\S+?)\.?$")
 
 
 class PlanError(Exception):
@@ -91,11 +93,15 @@ class F5Provisioner(BaseExtension):
         self.config = config
         self.clock = clock
         self.client: BigIPClient | None = None
+        self.ownership = Ownership("")  # bound to the instance id in setup()
         # A policy has one draft at a time: rules of different services take turns.
         self._policy_locks: dict[str, asyncio.Lock] = {}
 
     # -- lifecycle -----------------------------------------------------------
     async def setup(self) -> None:
+        if not self.instance_id:
+            raise RuntimeError("no instance id: every BIG-IP object must carry one")
+        self.ownership = Ownership(self.instance_id)
         self.client = BigIPClient(self.config, clock=self.clock)
         try:
             await self.client.login()
@@ -109,8 +115,8 @@ class F5Provisioner(BaseExtension):
             await self.client.close()
             self.client = None
             raise RuntimeError(f"cannot use the BIG-IP at {self.config.base_url}: {exc}") from None
-        self.log.info("BIG-IP %s reachable, partition %s, update mode %s", self.config.base_url,
-                      self.config.partition, self.config.update_mode)
+        self.log.info("BIG-IP %s reachable, partition %s, update mode %s, instance %s", self.config.base_url,
+                      self.config.partition, self.config.update_mode, self.instance_id)
 
     async def teardown(self) -> None:
         if self.client is not None:
@@ -118,24 +124,25 @@ class F5Provisioner(BaseExtension):
             self.client = None
 
     async def run_background(self) -> None:
-        """Remove what was made for entries that no longer exist (see extensions/orphans.py)."""
+        """Remove what this instance made for entries that no longer exist (see extensions/orphans.py)."""
         await sweep_forever(self, self.config.reconcile_interval, self._owners, self._remove_orphan,
                             errors=(BigIPError, BigIPUnreachable, PlanError))
 
     async def _remove_orphan(self, owner: str) -> None:
-        await self._unpublish(Service(name=owner))
+        # adopt=False: a sweep removes only what carries our instance's mark, never a legacy object.
+        await self._unpublish(Service(name=owner), adopt=False)
         self.log.info("removed the objects of %s: its entry no longer exists", owner)
 
     async def _owners(self) -> set[str]:
-        """Entries that own a pool in our partition, read from the ownership mark."""
+        """Entries of this instance that own a pool in our partition, read from the ownership marks."""
         listing = await self._bigip.get(POOL) or {}
         owners = set()
         for item in listing.get("items") or []:
             if item.get("partition", self.config.partition) != self.config.partition:
                 continue
-            owner = owner_of(item.get("description"))
-            if owner:
-                owners.add(owner)
+            mark = parse_text(item.get("description"))
+            if mark is not None and self.ownership.is_own(mark):
+                owners.add(mark.entry)
         return owners
 
     async def handle(self, message: Message) -> Message:
@@ -159,11 +166,14 @@ class F5Provisioner(BaseExtension):
             raise BigIPUnreachable("not connected (setup did not run)")
         return self.client
 
-    def _pool_path(self, service: Service) -> str:
-        return f"/{self.config.partition}/{object_name(service.name)}"
+    def _path(self, name: str) -> str:
+        return f"/{self.config.partition}/{name}"
 
     def _description(self, service: Service) -> str:
-        return object_description(service.name, self.config.object_description_suffix)
+        return f"{self.ownership.mark(service.name).text()} {self.config.object_description_suffix}".strip()
+
+    def _node_description(self) -> str:
+        return f"{self.ownership.mark(NODE_ENTRY).text()} {self.config.object_description_suffix}".strip()
 
     def _members(self, service: Service) -> set[Member]:
         return {Member(t.host, t.port, min(max(t.weight, 1), MAX_RATIO)) for t in service.targets}
@@ -193,10 +203,14 @@ class F5Provisioner(BaseExtension):
                             "service in policy mode")
         return _full(self.config.partition, name)
 
-    def _rule(self, service: Service, pool: str) -> dict[str, Any]:
+    @staticmethod
+    def _hosts(service: Service) -> list[str]:
         if not service.dns_names:
             raise PlanError("the service has no DNS names: policy mode routes by host name")
-        hosts = sorted(set(service.dns_names))
+        return sorted(set(service.dns_names))
+
+    def _rule(self, service: Service, name: str, hosts: list[str]) -> dict[str, Any]:
+        pool = self._path(name)
         if service.tls:
             condition = {"sslExtension": True, "serverName": True, "equals": True, "sslClientHello": True,
                          "values": hosts}
@@ -204,27 +218,60 @@ class F5Provisioner(BaseExtension):
         else:
             condition = {"httpHost": True, "host": True, "equals": True, "request": True, "values": hosts}
             action = {"forward": True, "select": True, "pool": pool, "request": True}
-        return {"name": object_name(service.name), "description": self._description(service),
+        return {"name": name, "description": self._description(service),
                 "conditions": [{"name": "0", **condition}], "actions": [{"name": "0", **action}]}
+
+    # -- names: ours, or adopted from before instance ids ---------------------------
+    async def _name_for(self, service: Service, *, adopt: bool = True) -> str:
+        """The name of the entry's objects: ours, unless objects from before instance ids are adopted in place.
+
+        Objects at the legacy name (``interlook_<ns>_<name>``) marked for this
+        very entry, legacy or already re-marked with our instance, keep their
+        name: BIG-IP cannot rename, and re-creating a virtual server would cut
+        its traffic.  Only reads: a repeated message still writes nothing.
+        """
+        name = object_name(self.instance_id, service.name)
+        if await self._bigip.get(f"{POOL}/{uri_id(self._path(name))}") is not None:
+            return name
+        legacy = legacy_object_name(service.name)
+        candidates = [await self._bigip.get(f"{kind}/{uri_id(self._path(legacy))}") for kind in (POOL, VIRTUAL)]
+        if self.config.update_mode == "policy":
+            for policy in self._policies():
+                with contextlib.suppress(PlanError):  # no policy, so no rule in it
+                    candidates.append(await self._published_rule(policy, legacy))
+        for found in candidates:
+            if found is not None and self._verdict(found, service, adopt) is not Verdict.FOREIGN:
+                return legacy
+        return name
+
+    def _verdict(self, found: dict[str, Any], service: Service, adopt: bool = True) -> Verdict:
+        verdict = self.ownership.judge(parse_text(found.get("description")), service.name)
+        return Verdict.FOREIGN if verdict is Verdict.ADOPT and not adopt else verdict
+
+    def _holder(self, found: dict[str, Any] | None) -> str:
+        return self.ownership.holder(parse_text((found or {}).get("description")))
 
     # -- add / update ------------------------------------------------------------
     async def _publish(self, service: Service) -> None:
         if self.config.update_mode == "vs":
             destination = self._destination(service)  # fail before writing anything
-            pool = await self._ensure_pool(service)
-            await self._ensure_virtual(service, destination, pool)
+            name = await self._name_for(service)
+            pool = await self._ensure_pool(service, name)
+            await self._ensure_virtual(service, name, destination, pool)
             return
         policy = self._policy_for(service)
-        rule = self._rule(service, self._pool_path(service))  # fail before writing anything
-        await self._ensure_pool(service)
+        hosts = self._hosts(service)  # fail before writing anything
+        name = await self._name_for(service)
+        rule = self._rule(service, name, hosts)
+        await self._ensure_pool(service, name)
         await self._ensure_rule(policy, rule, service)
         # A service that changed TLS moves from one policy to the other.
         for other in self._policies():
             if other != policy:
-                await self._remove_rule(other, service)
+                await self._remove_rule(other, service, name)
 
-    async def _ensure_pool(self, service: Service) -> str:
-        path = self._pool_path(service)
+    async def _ensure_pool(self, service: Service, name: str) -> str:
+        path = self._path(name)
         url = f"{POOL}/{uri_id(path)}"
         wanted: dict[str, Any] = {"description": self._description(service),
                                   "loadBalancingMode": self.config.load_balancing_mode,
@@ -233,7 +280,7 @@ class F5Provisioner(BaseExtension):
         current = await self._bigip.get(f"{url}?expandSubcollections=true")
         if current is None:
             await self._ensure_nodes({m.host for m in members})
-            body = {"name": object_name(service.name), "partition": self.config.partition, **wanted,
+            body = {"name": name, "partition": self.config.partition, **wanted,
                     "members": [{"name": m.name, "ratio": m.ratio} for m in sorted(members, key=_member_key)]}
             if not body["monitor"]:
                 del body["monitor"]
@@ -271,13 +318,13 @@ class F5Provisioner(BaseExtension):
         await self._release_nodes({str(item.get("address", "")).split("%")[0] for item in departed})
 
     async def _ensure_nodes(self, hosts: set[str]) -> None:
-        """Create the nodes a pool needs, marked as Interlook's; existing ones are used as they are."""
+        """Create the nodes a pool needs, marked as this instance's; existing ones are used as they are."""
         for host in sorted(hosts):
             path = f"/{self.config.partition}/{host}"
             if await self._bigip.get(f"{NODE}/{uri_id(path)}") is not None:
                 continue
             body = {"name": host, "partition": self.config.partition, "address": host,
-                    "description": node_description(self.config.object_description_suffix)}
+                    "description": self._node_description()}
             try:
                 await self._bigip.request("POST", NODE, body)
             except BigIPError as exc:
@@ -285,11 +332,17 @@ class F5Provisioner(BaseExtension):
                     raise
 
     async def _release_nodes(self, hosts: set[str]) -> None:
-        """Delete nodes Interlook made once no pool uses them; a node still in use stays."""
+        """Delete nodes this instance made once no pool uses them; a node still in use stays.
+
+        Nodes are shared by every pool on the same host, of any instance: one
+        made by another instance, by a person or before instance ids is never
+        deleted (the BIG-IP also refuses to delete a node a member uses).
+        """
+        ours = self.ownership.mark(NODE_ENTRY)
         for host in sorted(h for h in hosts if h):
             url = f"{NODE}/{uri_id(f'/{self.config.partition}/{host}')}"
             node = await self._bigip.get(url)
-            if node is None or not owns_node(node.get("description")):
+            if node is None or parse_text(node.get("description")) != ours:
                 continue
             try:
                 await self._bigip.delete(url)
@@ -297,15 +350,15 @@ class F5Provisioner(BaseExtension):
                 if exc.status != 400:  # 400: still referenced by a member of another pool
                     raise
 
-    async def _ensure_virtual(self, service: Service, destination: str, pool: str) -> None:
-        path = self._pool_path(service)  # the virtual server has the pool's name
+    async def _ensure_virtual(self, service: Service, name: str, destination: str, pool: str) -> None:
+        path = self._path(name)  # the virtual server has the pool's name
         url = f"{VIRTUAL}/{uri_id(path)}"
         wanted = {"description": self._description(service), "destination": destination, "pool": pool,
                   "ipProtocol": "tcp", "sourceAddressTranslation": {"type": "automap"}}
         current = await self._bigip.get(url)
         if current is None:
-            body = {"name": object_name(service.name), "partition": self.config.partition, **wanted}
-            await self._bigip.request("POST", VIRTUAL, body)
+            body = {"name": name, "partition": self.config.partition, **wanted}
+            await self._write_virtual("POST", VIRTUAL, body, destination)
             self.log.info("%s: created virtual server %s on %s", service.name, path, destination)
             return
         self._require_ours("virtual server", path, current, service)
@@ -313,8 +366,23 @@ class F5Provisioner(BaseExtension):
         now["sourceAddressTranslation"] = {"type": (current.get("sourceAddressTranslation") or {}).get("type")}
         change = _differences(now, wanted)
         if change:
-            await self._bigip.request("PATCH", url, change)
+            await self._write_virtual("PATCH", url, change, destination)
             self.log.info("%s: updated virtual server %s (%s)", service.name, path, ", ".join(sorted(change)))
+
+    async def _write_virtual(self, method: str, url: str, body: dict[str, Any], destination: str) -> None:
+        """Write a virtual server; a destination another one listens on is an error that names its holder."""
+        try:
+            await self._bigip.request(method, url, body)
+        except BigIPError as exc:
+            shared = _SHARED_DESTINATION.search(exc.message) if exc.status in (400, 409) else None
+            if shared is None:
+                raise
+            other = await self._bigip.get(f"{VIRTUAL}/{uri_id(shared.group(1))}")
+            # The appliance's text names the other virtual server, whose name
+            # names its Service: say only who holds it.
+            address = destination.rsplit("/", 1)[-1]
+            raise PlanError(f"destination {address} is already used by a virtual server of "
+                            f"{self._holder(other)}: not publishing there") from None
 
     # -- policy rules ------------------------------------------------------------
     async def _check_policy(self, policy: str) -> None:
@@ -333,11 +401,10 @@ class F5Provisioner(BaseExtension):
     async def _ensure_rule(self, policy: str, rule: dict[str, Any], service: Service) -> None:
         current = await self._published_rule(policy, rule["name"])
         if current is not None:
-            if not owned_by(current.get("description"), service.name):
-                raise PlanError(f"rule {rule['name']} of policy {policy} exists but is not Interlook's "
-                                f"(description {current.get('description', '')!r}): not changing it")
+            self._require_ours(f"rule of policy {policy}", rule["name"], current, service)
             if _same_rule(current, rule):
                 return
+        await self._require_hosts_free(policy, rule)
 
         async def change(draft_url: str) -> None:
             if current is None:
@@ -347,16 +414,24 @@ class F5Provisioner(BaseExtension):
 
         await self._in_draft(policy, change)
 
-    async def _remove_rule(self, policy: str, service: Service) -> None:
-        name = object_name(service.name)
+    async def _require_hosts_free(self, policy: str, rule: dict[str, Any]) -> None:
+        """A host name that another rule (another instance's, entry's, or a person's) routes is an error."""
+        hosts = set(rule["conditions"][0]["values"])
+        listing = await self._bigip.get(f"{POLICY}/{uri_id(policy)}/rules?expandSubcollections=true") or {}
+        for other in listing.get("items") or []:
+            if other.get("name") == rule["name"]:
+                continue
+            taken = hosts & _routed_hosts(other)
+            if taken:
+                raise PlanError(f"host name {', '.join(sorted(taken))} is already routed by a rule of "
+                                f"{self._holder(other)} in policy {policy}: not adding another")
+
+    async def _remove_rule(self, policy: str, service: Service, name: str, *, adopt: bool = True) -> None:
         try:
             current = await self._published_rule(policy, name)
         except PlanError:
             return  # no policy, so no rule: nothing to remove
-        if current is None:
-            return
-        if not owned_by(current.get("description"), service.name):
-            self.log.warning("rule %s of %s is not Interlook's: left in place", name, policy)
+        if current is None or not self._ours_or_skip(f"rule of {policy}", name, current, service, adopt):
             return
 
         async def change(draft_url: str) -> None:
@@ -381,24 +456,38 @@ class F5Provisioner(BaseExtension):
                 await self._bigip.request("POST", POLICY, {"command": "publish", "name": draft})
             except BaseException:
                 # Shielded: even a cancelled message must not leave a draft that blocks the next one.
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._bigip.delete(draft_url))
+                await asyncio.shield(self._drop_draft(draft_url))
                 raise
 
+    async def _drop_draft(self, draft_url: str) -> None:
+        """Delete a draft, asking again when a busy appliance fails the request: a draft left behind blocks
+        every later rule change until a person removes it."""
+        for _ in range(_DRAFT_DELETE_ATTEMPTS):
+            try:
+                await self._bigip.delete(draft_url)
+                return
+            except (BigIPError, BigIPUnreachable):
+                continue
+
     # -- delete --------------------------------------------------------------------
-    async def _unpublish(self, service: Service) -> None:
-        """Virtual server, then policy rules, then the pool: each user before what it uses."""
-        path = self._pool_path(service)
+    async def _unpublish(self, service: Service, *, adopt: bool = True) -> None:
+        """Virtual server, then policy rules, then the pool: each user before what it uses.
+
+        ``adopt`` False (an orphan sweep) leaves objects from before instance
+        ids alone: only what carries this instance's mark is removed.
+        """
+        name = await self._name_for(service, adopt=adopt)
+        path = self._path(name)
         virtual_url = f"{VIRTUAL}/{uri_id(path)}"
         virtual = await self._bigip.get(virtual_url)
-        if virtual is not None and self._ours_or_skip("virtual server", path, virtual, service):
+        if virtual is not None and self._ours_or_skip("virtual server", path, virtual, service, adopt):
             await self._bigip.delete(virtual_url)
         if self.config.update_mode == "policy":
             for policy in self._policies():
-                await self._remove_rule(policy, service)
+                await self._remove_rule(policy, service, name, adopt=adopt)
         pool_url = f"{POOL}/{uri_id(path)}"
         pool = await self._bigip.get(f"{pool_url}?expandSubcollections=true")
-        if pool is None or not self._ours_or_skip("pool", path, pool, service):
+        if pool is None or not self._ours_or_skip("pool", path, pool, service, adopt):
             return
         await self._bigip.delete(pool_url)
         hosts = {str(m.get("address", "")).split("%")[0]
@@ -408,14 +497,18 @@ class F5Provisioner(BaseExtension):
 
     # -- ownership -------------------------------------------------------------------
     def _require_ours(self, kind: str, path: str, found: dict[str, Any], service: Service) -> None:
-        if not owned_by(found.get("description"), service.name):
-            raise PlanError(f"{kind} {path} exists but is not Interlook's for {service.name} "
-                            f"(description {found.get('description', '')!r}): not changing it")
+        verdict = self._verdict(found, service)
+        if verdict is Verdict.FOREIGN:
+            raise PlanError(f"{kind} {path} exists and is held by {self._holder(found)}: not changing it")
+        if verdict is Verdict.ADOPT:
+            self.log.info("%s: adopting %s %s made before instance ids (re-marked for instance %s)",
+                          service.name, kind, path, self.instance_id)
 
-    def _ours_or_skip(self, kind: str, path: str, found: dict[str, Any], service: Service) -> bool:
-        if owned_by(found.get("description"), service.name):
+    def _ours_or_skip(self, kind: str, path: str, found: dict[str, Any], service: Service,
+                      adopt: bool = True) -> bool:
+        if self._verdict(found, service, adopt) is not Verdict.FOREIGN:
             return True
-        self.log.warning("%s %s is not Interlook's for %s: left in place", kind, path, service.name)
+        self.log.warning("%s %s is held by %s: left in place", kind, path, self._holder(found))
         return False
 
 
@@ -438,6 +531,15 @@ def _same_items(current: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> 
             elif other != value:
                 return False
     return True
+
+
+def _routed_hosts(rule: dict[str, Any]) -> set[str]:
+    """The host names (HTTP Host or TLS SNI) a rule's conditions match."""
+    hosts: set[str] = set()
+    for condition in (rule.get("conditionsReference") or {}).get("items", []):
+        if condition.get("host") or condition.get("serverName"):
+            hosts.update(str(v) for v in condition.get("values") or [])
+    return hosts
 
 
 def _same_rule(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
