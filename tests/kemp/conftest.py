@@ -18,12 +18,18 @@ import pytest
 
 from controller.config import Report, Section
 from controller.extension import ExtensionContext
+from controller.instance import Identity
 from extensions.provisioners.kemplm import KempConfig, KempProvisioner
 from tests.simulators.kemp import KempSimulator
 from tests.simulators.tlsutil import SimulatorTLS, ensure_tls
 
 USERNAME = "admin"
 PASSWORD = "admin"
+INSTANCE = "site-a"
+
+
+def kemp_context(instance: str = INSTANCE) -> ExtensionContext:
+    return ExtensionContext("provisioner.kemplm", identity=Identity(instance_id=instance))
 
 
 @dataclass
@@ -97,7 +103,7 @@ def kemp_config(sim: Sim, **overrides: Any) -> KempConfig:
 
 @pytest.fixture
 async def provisioner(sim: Sim) -> AsyncIterator[KempProvisioner]:
-    extension = KempProvisioner(kemp_config(sim), ExtensionContext("provisioner.kemplm"))
+    extension = KempProvisioner(kemp_config(sim), kemp_context())
     await extension.setup()
     try:
         yield extension

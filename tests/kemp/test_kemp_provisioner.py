@@ -11,11 +11,11 @@ from dataclasses import replace
 import pytest
 
 from controller.config import Report, Section
-from controller.extension import ExtensionContext, ExtensionStartError
+from controller.extension import ExtensionStartError
 from controller.messages import Action, Message, Service, Target
 from extensions.provisioners.kemplm import KempConfig, KempProvisioner
 from extensions.provisioners.kemplm.client import VirtualService, parse_virtual_service
-from tests.kemp.conftest import PASSWORD, Sim, kemp_config
+from tests.kemp.conftest import PASSWORD, Sim, kemp_config, kemp_context
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ async def test_add_creates_vs_on_http_port_with_targets_as_real_servers(sim: Sim
     assert reply.extra == {"generation": "1"}  # core bookkeeping kept
     vs = await only_vs(sim)
     assert (vs.address, vs.port, vs.protocol) == ("10.20.0.5", 80, "tcp")
-    assert vs.nickname == "interlook:shop/web"
+    assert vs.nickname == "interlook_site-a_shop.web"
     assert servers(vs) == {("192.168.1.11", 30080, 1), ("192.168.1.12", 30080, 2)}
 
 
@@ -137,7 +137,7 @@ async def test_vs_that_is_not_interlooks_is_never_touched(sim: Sim, provisioner:
     refused = await provisioner.handle(add())
     deleted = await provisioner.handle(delete())
 
-    assert "not this service's" in refused.error and "hand-made" in refused.error
+    assert "held by something other than Interlook" in refused.error and "hand-made" not in refused.error
     assert deleted.error == ""
     assert await sim.writes() == writes
     assert (await only_vs(sim)).nickname == "hand-made"
@@ -151,7 +151,7 @@ async def test_two_services_on_one_ip_do_not_disturb_each_other(sim: Sim, provis
     await provisioner.handle(delete())
 
     vs = await only_vs(sim)
-    assert (vs.nickname, vs.port) == ("interlook:shop/api", 443)
+    assert (vs.nickname, vs.port) == ("interlook_site-a_shop.api", 443)
 
 
 async def test_service_without_public_ip_is_an_error(provisioner: KempProvisioner):
@@ -197,7 +197,7 @@ async def test_vs_deleted_behind_interlooks_back_is_recreated(sim: Sim, provisio
 
 async def test_bad_credentials_refuse_start_with_a_clear_reason(sim: Sim):
     wrong = "not-the-password-42"
-    extension = KempProvisioner(kemp_config(sim, password=wrong), ExtensionContext("provisioner.kemplm"))
+    extension = KempProvisioner(kemp_config(sim, password=wrong), kemp_context())
 
     runner = asyncio.create_task(extension.start(asyncio.Queue(), asyncio.Queue()))
     with pytest.raises(ExtensionStartError) as caught:
@@ -214,7 +214,7 @@ async def test_wrong_ca_refuses_start_with_a_tls_reason(sim: Sim, tmp_path):
     from tests.simulators.tlsutil import ensure_tls
 
     stranger = ensure_tls(tmp_path / "other-ca")
-    extension = KempProvisioner(kemp_config(sim, caFile=str(stranger.ca_file)), ExtensionContext("p"))
+    extension = KempProvisioner(kemp_config(sim, caFile=str(stranger.ca_file)), kemp_context())
 
     with pytest.raises(RuntimeError) as caught:
         await extension.setup()
@@ -227,7 +227,7 @@ async def test_unreachable_appliance_refuses_start(sim: Sim):
     from tests.helpers import free_port
 
     config = replace(kemp_config(sim), endpoint=f"https://127.0.0.1:{free_port()}")
-    extension = KempProvisioner(config, ExtensionContext("p"))
+    extension = KempProvisioner(config, kemp_context())
     with pytest.raises(RuntimeError, match="cannot connect"):
         await extension.setup()
 
@@ -236,10 +236,10 @@ async def test_nothing_secret_in_errors_or_logs(sim: Sim, caplog: pytest.LogCapt
     secret = "s3cret-Pa55word"
     caplog.set_level(logging.DEBUG)
     sim_config = kemp_config(sim)
-    extension = KempProvisioner(replace(sim_config, password=secret), ExtensionContext("p"))
+    extension = KempProvisioner(replace(sim_config, password=secret), kemp_context())
     with pytest.raises(RuntimeError) as caught:
         await extension.setup()
-    good = KempProvisioner(sim_config, ExtensionContext("p"))
+    good = KempProvisioner(sim_config, kemp_context())
     await good.setup()
     await sim.faults(error_rate=1.0)
     failed = await good.handle(add())
@@ -264,7 +264,7 @@ async def test_api_key_instead_of_password():
         report = Report()
         config = KempConfig.from_section(Section(data, "lb.kemplm", report))
         assert not report.errors, report.errors
-        extension = KempProvisioner(config, ExtensionContext("p"))
+        extension = KempProvisioner(config, kemp_context())
         await extension.setup()
         try:
             reply = await extension.handle(add())
@@ -276,7 +276,7 @@ async def test_api_key_instead_of_password():
 
 
 async def test_runs_under_the_extension_contract(sim: Sim):
-    extension = KempProvisioner(kemp_config(sim), ExtensionContext("provisioner.kemplm"))
+    extension = KempProvisioner(kemp_config(sim), kemp_context())
     receive: asyncio.Queue[Message] = asyncio.Queue()
     send: asyncio.Queue[Message] = asyncio.Queue()
     runner = asyncio.create_task(extension.start(receive, send))

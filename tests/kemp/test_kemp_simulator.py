@@ -112,3 +112,13 @@ async def test_down_drops_connections(sim: Sim):
         await get(sim, "/access/listvs")
     await sim.clear_faults()
     assert (await get(sim, "/access/listvs")).status_code == 200
+
+
+async def test_nicknames_keep_to_the_documented_characters(sim: Sim):
+    taken = await sim.access("addvs", vs="10.0.0.9", port=80, prot="tcp", nickname="interlook_site-a_shop.web")
+    refused = await sim.access("addvs", vs="10.0.0.9", port=81, prot="tcp", nickname="interlook:shop/web")
+    leading = await sim.access("modvs", vs=1, nickname="-web")
+
+    assert taken.status_code == 200
+    assert refused.status_code == 422 and "Invalid nickname: interlook:shop/web" in refused.text
+    assert leading.status_code == 422

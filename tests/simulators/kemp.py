@@ -20,6 +20,13 @@ own tests replay):
 Only what Interlook uses is modelled: ``listvs``, ``showvs``, ``addvs``,
 ``modvs``, ``delvs``, ``showrs``, ``addrs``, ``modrs``, ``delrs``.
 
+A VS nickname is held to the characters Kemp documents for a Virtual
+Service's name (WUI configuration guide, "SubVS WUI Options", Service Name):
+letters and digits plus ``. @ - _``, a letter or digit first.  Kemp documents
+no maximum length and no error text for it: the simulator accepts any length
+and answers ``422`` ``Invalid nickname: <value>`` (the form of its other
+bad-value answers).
+
 For tests it counts requests and successful writes and can be told to fail:
 ``GET /__sim/stats``, ``POST /__sim/faults`` (JSON ``latency`` seconds,
 ``error_rate`` 0..1 answered with ``error_status`` (503), ``down``: the
@@ -39,6 +46,7 @@ import hmac
 import ipaddress
 import json
 import random
+import re
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +62,8 @@ COMPLETED = "Command completed ok"
 DEFAULT_WEIGHT = 1000
 WRITE_COMMANDS = frozenset({"addvs", "modvs", "delvs", "addrs", "modrs", "delrs"})
 VS_TYPES = ("gen", "http", "http2", "ts", "tls", "log")
+# What Kemp documents for a Virtual Service's name; empty clears it.
+NICKNAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9.@_-]*)?$")
 CHECK_TYPES = ("icmp", "https", "http", "smtp", "nntp", "ftp", "telnet", "pop3", "imap", "rdp", "ldap", "none", "tcp",
                "dns", "sip", "l7")
 
@@ -275,6 +285,8 @@ class LoadMaster:
     @staticmethod
     def _apply_vs_options(vs: VirtualService, params: Mapping[str, str]) -> None:
         if "nickname" in params:
+            if not NICKNAME.match(params["nickname"]):
+                raise KempFailure(422, f"Invalid nickname: {params['nickname']}")
             vs.nickname = params["nickname"]
         if "vstype" in params:
             vs.vstype = _choice(params, "vstype", VS_TYPES)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import httpx
 
@@ -176,6 +176,3 @@ class KempClient:
     async def delete_real_server(self, vs_index: int, rs_index: int) -> None:
         await self.call("delrs", {"vs": vs_index, "rs": f"!{rs_index}"})
 
-
-def owned_by(services: Iterable[VirtualService], nickname: str) -> list[VirtualService]:
-    return [vs for vs in services if vs.nickname == nickname]

@@ -2,8 +2,12 @@
 
 The VS listens on the service's public IP, port ``httpPort`` (or ``httpsPort``
 for TLS services), TCP; its Real Servers are the service's targets with their
-weights.  Each VS carries the nickname ``interlook:<entry name>``: that mark is
-how Interlook finds its own objects again, and it never touches a VS without it.
+weights.  Each VS carries the ownership marks (the instance, the entry) in its
+nickname, ``interlook_<instance>_<namespace>.<name>`` (see ``nicknames``): that
+is how this Interlook finds its own VSs again, and it never changes or deletes
+a VS with another instance's nickname, another entry's, or one made by hand.
+A VS written before instance ids (``interlook:<entry>``) is adopted by the
+entry it names and re-nicknamed.
 
 Every message is handled as plan-then-apply: read the appliance once
 (``listvs``), compare with what the service wants, write only the difference.
@@ -18,18 +22,14 @@ from typing import Awaitable, Callable
 
 from controller.extension import BaseExtension, ExtensionContext
 from controller.messages import Action, Message, Service
-from extensions.provisioners.kemplm.client import KempAuthError, KempClient, KempError, VirtualService, owned_by
+from extensions.kit.ownership import Ownership, Verdict
+from extensions.provisioners.kemplm.client import KempAuthError, KempClient, KempError, VirtualService
 from extensions.provisioners.kemplm.config import KempConfig
-
-NICKNAME_PREFIX = "interlook:"
+from extensions.provisioners.kemplm.nicknames import NicknameOwnership
 
 
 class PublishRefused(Exception):
     """The service cannot be published as asked (no public IP, the VS address taken by someone else)."""
-
-
-def nickname_for(service_name: str) -> str:
-    return f"{NICKNAME_PREFIX}{service_name}"
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,13 @@ class KempProvisioner(BaseExtension):
         super().__init__(context)
         self.config = config
         self.client: KempClient | None = None
+        self.marks = NicknameOwnership(Ownership(""))  # bound to the instance id in setup()
 
     # -- lifecycle ------------------------------------------------------------
     async def setup(self) -> None:
+        if not self.instance_id:
+            raise RuntimeError("no instance id: every virtual service must carry one")
+        self.marks = NicknameOwnership(Ownership(self.instance_id))
         self.client = KempClient(self.config)
         try:
             services = await self.client.list_virtual_services()
@@ -60,9 +64,9 @@ class KempProvisioner(BaseExtension):
         except KempError as exc:
             await self._close()
             raise RuntimeError(f"LoadMaster at {self.config.endpoint} is not usable: {exc}") from None
-        mine = [vs for vs in services if vs.nickname.startswith(NICKNAME_PREFIX)]
-        self.log.info("connected to LoadMaster %s: %d virtual services, %d of them Interlook's",
-                      self.config.endpoint, len(services), len(mine))
+        mine = [vs for vs in services if self.marks.is_own(vs.nickname)]
+        self.log.info("connected to LoadMaster %s: %d virtual services, %d of them instance %s's",
+                      self.config.endpoint, len(services), len(mine), self.instance_id)
 
     async def teardown(self) -> None:
         await self._close()
@@ -95,7 +99,7 @@ class KempProvisioner(BaseExtension):
             raise PublishRefused("the service has no public IP yet (the IPAM step must come before provisioner.kemplm)")
         port = self.config.https_port if service.tls else self.config.http_port
         servers = {(t.host, t.port): max(int(t.weight), 1) for t in service.targets}
-        return DesiredVS(address=service.public_ip, port=port, nickname=nickname_for(service.name),
+        return DesiredVS(address=service.public_ip, port=port, nickname=self.marks.nickname(service.name),
                          real_servers=servers)
 
     async def publish(self, service: Service) -> str:
@@ -103,16 +107,21 @@ class KempProvisioner(BaseExtension):
         client = self._client()
         want = self.desired(service)
         existing = await client.list_virtual_services()
-        mine = owned_by(existing, want.nickname)
+        mine = self._owned(existing, service)
         at_target = next((vs for vs in existing if (vs.address, vs.port, vs.protocol) ==
                           (want.address, want.port, "tcp")), None)
-        if at_target is not None and at_target.nickname != want.nickname:
+        if at_target is not None and at_target not in mine:
+            # Say who holds it, never which Service: its nickname may name one the reader has no business seeing.
             raise PublishRefused(f"a virtual service {want.address}:{want.port}/tcp already exists on the LoadMaster "
-                             f"and is not this service's (nickname {at_target.nickname!r}); not touching it")
+                                 f"and is held by {self.marks.holder(at_target.nickname)}; not touching it")
         vs = at_target or await self._move_or_create(client, mine, want)
         for stale in mine:
             if stale.index != vs.index:
                 await self._delete_vs(client, stale)
+        if vs.nickname != want.nickname:
+            self.log.info("adopting VS %s:%d written before instance ids: nickname %s", vs.address, vs.port,
+                          want.nickname)
+            await client.modify_virtual_service(vs.index, {"nickname": want.nickname})
         changes = await self._reconcile_real_servers(client, vs, want)
         return f"LoadMaster VS {want.address}:{want.port} ({len(want.real_servers)} real servers{changes})"
 
@@ -123,12 +132,12 @@ class KempProvisioner(BaseExtension):
             vs = mine[0]
             self.log.info("moving VS %s from %s:%d to %s:%d", want.nickname, vs.address, vs.port,
                           want.address, want.port)
-            params: dict[str, str | int] = {"vsport": want.port}
+            params: dict[str, str | int] = {"vsport": want.port, "nickname": want.nickname}
             if vs.address != want.address:
                 params["vsaddress"] = want.address
             await client.modify_virtual_service(vs.index, params)
             return VirtualService(index=vs.index, address=want.address, port=want.port, protocol=vs.protocol,
-                                  nickname=vs.nickname, real_servers=vs.real_servers)
+                                  nickname=want.nickname, real_servers=vs.real_servers)
         self.log.info("creating VS %s at %s:%d", want.nickname, want.address, want.port)
         created = await client.add_virtual_service(
             want.address, want.port, {"nickname": want.nickname, "vstype": "gen", "checktype": "icmp"})
@@ -154,10 +163,16 @@ class KempProvisioner(BaseExtension):
             return ""
         return f"; added {added}, removed {removed}, reweighted {changed}"
 
+    def _owned(self, services: list[VirtualService], service: Service) -> list[VirtualService]:
+        """The VSs this entry may change: ours first, then any written for it before instance ids."""
+        verdicts = {vs.index: self.marks.judge(vs.nickname, service.name) for vs in services}
+        return sorted((vs for vs in services if verdicts[vs.index] is not Verdict.FOREIGN),
+                      key=lambda vs: verdicts[vs.index] is not Verdict.OURS)
+
     async def unpublish(self, service: Service) -> str:
-        """Remove every VS marked as this service's; none left is success."""
+        """Remove every VS marked as this entry's (of this instance, or from before instance ids); none is success."""
         client = self._client()
-        mine = owned_by(await client.list_virtual_services(), nickname_for(service.name))
+        mine = self._owned(await client.list_virtual_services(), service)
         for vs in mine:
             await self._delete_vs(client, vs)
         return f"LoadMaster: removed {len(mine)} virtual service(s)" if mine else "LoadMaster: nothing to remove"
