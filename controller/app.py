@@ -16,7 +16,7 @@ from typing import Any
 from controller.api import ApiServer
 from controller.config import Config, load_config
 from controller.core import Core
-from controller.extension import BaseExtension, ExtensionContext
+from controller.extension import BaseExtension, ExtensionContext, ExtensionStartError
 from controller.instance import Identity
 
 log = logging.getLogger("interlook")
@@ -67,8 +67,12 @@ class App:
     async def resolve_identity(self) -> str:
         """Settle the instance id (configured, or derived from the providers' clusters and scopes)."""
         found = []
-        for name in self.config.core.workflow_steps:
-            identity = await self.extensions[name].cluster_identity()
+        for name in self.config.core.workflow_steps if not self.identity.configured else ():
+            try:
+                identity = await self.extensions[name].cluster_identity()
+            except Exception as exc:  # noqa: BLE001 - any reason is reported the same way
+                raise ExtensionStartError(name, f"cannot read the cluster id for the instance id ({exc}); "
+                                                "set core.instanceId, or let it read it") from None
             if identity is not None:
                 found.append(identity)
         instance = self.identity.resolve(found)

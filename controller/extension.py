@@ -117,8 +117,13 @@ class BaseExtension:
 
     @property
     def instance_id(self) -> str:
-        """The instance id every record this extension makes is marked with."""
-        return self.context.identity.instance_id
+        """The instance id every record this extension makes is marked with.
+
+        The program settles it before starting any extension; an extension
+        driven on its own (tests, tools) gets the fixed standalone id.
+        """
+        identity = self.context.identity
+        return identity.instance_id or identity.resolve([])
 
     # -- contract ---------------------------------------------------------
     def _ready_future(self) -> asyncio.Future[None]:

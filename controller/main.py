@@ -195,8 +195,10 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     OPERATOR.peering = "" if active else settings.peering.name
     try:
         await app.start(serve_api=config.core.listen_port != 0, active=False)
-    except RuntimeError as exc:
-        raise kopf.PermanentError(str(exc)) from None
+    except ExtensionStartError as exc:
+        _exit_on_start_failure(exc)
+    except RuntimeError as exc:  # the API port is taken
+        _exit_on_start_failure(ExtensionStartError("api", str(exc)))
     log.info("interlook started: instance %s, workflow %s, annotation prefix %s%s", app.identity.instance_id,
              ",".join(config.core.workflow_steps), scope.prefix,
              "" if active else f"; standby until peering {settings.peering.name!r} makes it active")

@@ -11,15 +11,19 @@ from typing import Any, Mapping
 import requests
 
 from controller.extension import ExtensionContext
+from controller.instance import Identity
 from controller.messages import Action, Message, Service
 from extensions.provisioners.consul import ConsulConfig, ConsulProvisioner
 
+TEST_INSTANCE = "il-consul-test"
+
 
 def provisioner(url: str, *, token: str = "", entries: Mapping[str, Service] | None = None,
-                **settings: Any) -> ConsulProvisioner:
+                instance: str = TEST_INSTANCE, **settings: Any) -> ConsulProvisioner:
     config = ConsulConfig(url=url, token=token, **settings)
     live = entries if entries is not None else {}
-    context = ExtensionContext("provisioner.consul", entries=lambda: live)
+    context = ExtensionContext("provisioner.consul", entries=lambda: live, identity=Identity(configured=instance))
+    context.identity.resolve([])
     return ConsulProvisioner(config, context)
 
 

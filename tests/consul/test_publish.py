@@ -7,6 +7,7 @@ import pytest
 from controller.messages import Action
 from tests.consul.conftest import AgentAddress, dns_lookup
 from tests.consul.support import (
+    TEST_INSTANCE,
     catalog_node,
     deregister,
     health_checks,
@@ -38,7 +39,7 @@ async def test_add_registers_a_node_a_service_and_a_passing_check(consul, consul
     assert node is not None
     assert node["Node"]["Address"] == "10.20.0.7"
     assert node["Node"]["Meta"] == {"external-node": "true", "interlook-managed": "true",
-                                    "interlook-owner": "shop/web"}
+                                    "interlook-owner": "shop/web", "interlook-instance": TEST_INSTANCE}
     assert [(s["Service"], s["Port"]) for s in node["Services"].values()] == [(name, 80)]
     assert [(c["ServiceID"], c["Status"]) for c in health_checks(consul_agent.url, name)] == [(name, "passing")]
 
@@ -149,7 +150,8 @@ async def test_a_name_owned_by_another_entry_is_an_error(consul, consul_agent, u
     name = f"shared-{unique}"
     assert (await consul.handle(message(Action.ADD, service("team-a/web", name, ip="10.20.0.3")))).error == ""
     reply = await consul.handle(message(Action.ADD, service("team-b/web", name, ip="10.20.0.4")))
-    assert "Interlook entry team-a/web" in reply.error
+    assert "held by another Service" in reply.error
+    assert "team-a" not in reply.error  # never another namespace's Service
     node = catalog_node(consul_agent.url, name)
     assert node is not None and node["Node"]["Meta"]["interlook-owner"] == "team-a/web"
     assert node["Node"]["Address"] == "10.20.0.3"

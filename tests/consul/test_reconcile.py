@@ -29,11 +29,12 @@ async def test_orphans_go_on_the_second_pass_and_live_or_foreign_records_stay(pr
     await prov.setup()
 
     # First pass: only suspects; an entry the core has not loaded yet looks the same.
-    suspects = await prov.reconcile()
-    assert suspects == {"shop/crashed"}
+    sweep = prov.orphan_sweep()
+    assert await sweep.run_pass() == set()
+    assert sweep.suspects == {"shop/crashed"}
     assert catalog_node(url, "orphan-a") is not None
 
-    await prov.reconcile(suspects)
+    assert await sweep.run_pass() == {"shop/crashed"}
     assert catalog_node(url, "orphan-a") is None
     assert catalog_node(url, "orphan-b") is None
     assert catalog_node(url, "live-web") is not None
@@ -46,10 +47,11 @@ async def test_an_entry_that_reappears_between_passes_keeps_its_records(private_
     await _publish(url, late)
     entries: dict[str, Service] = {}
     prov = provisioner(url, entries=entries)
-    suspects = await prov.reconcile()
-    assert suspects == {"shop/late"}
+    sweep = prov.orphan_sweep()
+    await sweep.run_pass()
+    assert sweep.suspects == {"shop/late"}
     entries["shop/late"] = late  # the core loaded it in the meantime
-    assert await prov.reconcile(suspects) == set()
+    assert await sweep.run_pass() == set()
     assert catalog_node(url, "late-web") is not None
 
 

@@ -12,6 +12,7 @@ killed with SIGKILL, and it can be given another identity (KUBECONFIG).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -92,18 +93,35 @@ def core_api(admin: Any) -> Any:
 
 
 @pytest.fixture()
-def namespace(core_api: Any) -> str:
+def namespace(core_api: Any) -> Iterator[str]:
     # No controller-manager finalizes namespace deletion: names are unique instead.
     name = f"t-{uuid.uuid4().hex[:8]}"
     core_api.create_namespace({"metadata": {"name": name}})
-    return name
+    yield name
+    release_test_allocations(core_api.api_client, name)
 
 
 @pytest.fixture()
-def other_namespace(core_api: Any) -> str:
+def other_namespace(core_api: Any) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     core_api.create_namespace({"metadata": {"name": name}})
-    return name
+    yield name
+    release_test_allocations(core_api.api_client, name)
+
+
+def release_test_allocations(api_client: Any, namespace: str) -> None:
+    """Free the addresses this test's Services still hold (a test may end with its controller stopped).
+
+    Only this test's namespace: every test runs its own Interlook instance, and
+    no instance ever frees another's, so nothing else would.
+    """
+    from kubernetes import client
+
+    custom = client.CustomObjectsApi(api_client)
+    for item in custom.list_cluster_custom_object("interlook.io", "v1", "ipallocations")["items"]:
+        if str(item["spec"].get("owner", "")).startswith(f"{namespace}/"):
+            with contextlib.suppress(Exception):
+                custom.delete_cluster_custom_object("interlook.io", "v1", "ipallocations", item["metadata"]["name"])
 
 
 class Cluster:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from extensions.kit.ownership import Mark
 from extensions.kube_api import KubeApi
 from extensions.providers.kubernetes.apply import apply_documents, load_documents
 from extensions.provisioners.ipalloc.kube_store import KubeStore, object_name
@@ -75,25 +76,41 @@ def test_controller_does_its_job_as_its_service_account_and_no_more(
 async def test_an_address_is_never_given_twice_across_stores(admin: Any) -> None:
     # Two stores stand for two controller replicas (or one before and after a crash).
     first, second = KubeStore(KubeApi.from_api_client(admin)), KubeStore(KubeApi.from_api_client(admin))
+    a, b, c = Mark("il-race", "race/a"), Mark("il-race", "race/b"), Mark("il-race", "race/c")
     ips = [f"192.0.2.{i}" for i in range(100, 110)]
-    claims = [store.claim(ip, f"race/{label}") for ip in ips for store, label in ((first, "a"), (second, "b"))]
+    claims = [store.claim(ip, mark) for ip in ips for store, mark in ((first, a), (second, b))]
     holders = await asyncio.gather(*claims)
     for index, ip in enumerate(ips):
-        a, b = holders[2 * index], holders[2 * index + 1]
-        assert a == b, f"both stores must agree who holds {ip}"
+        assert holders[2 * index] == holders[2 * index + 1], f"both stores must agree who holds {ip}"
     loaded = await first.load()
-    assert all(loaded[ip] in ("race/a", "race/b") for ip in ips)
+    assert all(loaded[ip] in (a, b) for ip in ips)
 
     # Only the holder frees it; then it can be given again.
     ip = ips[0]
-    loser = "race/b" if loaded[ip] == "race/a" else "race/a"
+    loser = b if loaded[ip] == a else a
     await second.release(ip, loser)
     assert (await first.load())[ip] == loaded[ip]
     await second.release(ip, loaded[ip])
     assert ip not in await first.load()
-    assert await second.claim(ip, "race/c") == "race/c"
+    assert await second.claim(ip, c) == c
     for ip in ips:
-        await first.release(ip, (await first.load()).get(ip, ""))
+        holder = (await first.load()).get(ip)
+        if holder is not None:
+            await first.release(ip, holder)
+
+
+async def test_a_legacy_allocation_is_remarked_once_and_never_handed_over(admin: Any) -> None:
+    store = KubeStore(KubeApi.from_api_client(admin), pool="192.0.2.0/24")
+    ip, legacy, ours = "192.0.2.120", Mark("", "shop/web"), Mark("il-new", "shop/web")
+    assert await store.claim(ip, legacy) == legacy  # as the version before instance ids wrote it
+    try:
+        assert not await store.remark(ip, Mark("", "shop/other"), ours)  # not the holder: nothing changes
+        assert await store.remark(ip, legacy, ours)
+        assert (await store.load())[ip] == ours
+        # The CRD refuses to move a marked allocation to another instance, whoever asks.
+        assert not await store.remark(ip, ours, Mark("il-thief", "shop/web"))
+    finally:
+        await store.release(ip, (await store.load())[ip])
 
 
 def test_allocation_object_names() -> None:

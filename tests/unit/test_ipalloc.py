@@ -9,7 +9,10 @@ import pytest
 
 from controller.config import Report, Section
 from controller.extension import ExtensionContext
+from controller.instance import Identity
 from controller.messages import Action, Message, Service
+from extensions.kit.ownership import Mark
+from extensions.orphans import OrphanSweep
 from extensions.provisioners.ipalloc import FileStore, IPAllocConfig, IPAllocProvisioner, MemoryStore
 from extensions.provisioners.ipalloc.provisioner import STORE_SERVICE
 
@@ -159,30 +162,78 @@ def test_bad_pool_configs_are_errors(keys, path):
     assert any(p.path == path for p in report.errors)
 
 
-async def test_allocations_of_entries_that_no_longer_exist_are_freed_after_two_passes():
-    from extensions.orphans import OrphanSweep
+def provisioner_with(store: MemoryStore, live: dict[str, Service], instance: str = "il-one",
+                     cidr: str = "10.9.0.0/29") -> IPAllocProvisioner:
+    context = ExtensionContext("provisioner.ipalloc", entries=lambda: live, services={STORE_SERVICE: store},
+                               identity=Identity(configured=instance))
+    context.identity.resolve([])
+    return IPAllocProvisioner(config(network_cidr=cidr), context)
 
+
+async def test_allocations_of_entries_that_no_longer_exist_are_freed_after_two_passes():
     live = {"ns/kept": Service(name="ns/kept")}
     store = MemoryStore()
-    cfg = config(network_cidr="10.9.0.0/29")
-    prov = IPAllocProvisioner(cfg, ExtensionContext("provisioner.ipalloc", entries=lambda: live,
-                                                    services={STORE_SERVICE: store}))
+    prov = provisioner_with(store, live)
     await prov.setup()
     await prov.handle(add("ns/kept"))
     await prov.handle(add("ns/gone"))  # its delete was lost in a crash
-    sweep = OrphanSweep()
-    assert sweep.confirmed(set(store.allocations.values()), live) == set()  # first pass: only suspected
-    orphans = sweep.confirmed(set(store.allocations.values()), live)
-    assert orphans == {"ns/gone"}
-    for owner in orphans:
-        await prov._free_orphan(owner)
-    assert set(store.allocations.values()) == {"ns/kept"}
+    sweep = prov.orphan_sweep()
+    assert await sweep.run_pass() == set()  # first pass: only suspected
+    assert await sweep.run_pass() == {"ns/gone"}
+    assert {h.entry for h in store.allocations.values()} == {"ns/kept"}
+
+
+async def test_a_sweep_never_frees_another_instances_or_a_legacy_allocation():
+    store = MemoryStore()
+    store.allocations["10.9.0.1"] = Mark("il-other", "ns/theirs")  # another cluster's, same pool
+    store.allocations["10.9.0.2"] = Mark("", "ns/old")  # written before instance ids
+    prov = provisioner_with(store, {})
+    await prov.setup()
+    sweep = prov.orphan_sweep()
+    for _ in range(3):
+        assert await sweep.run_pass() == set()
+    assert store.allocations == {"10.9.0.1": Mark("il-other", "ns/theirs"), "10.9.0.2": Mark("", "ns/old")}
+
+
+async def test_an_address_of_another_instance_is_an_error_naming_no_service():
+    store = MemoryStore()
+    store.allocations["10.9.0.1"] = Mark("il-other", "team-b/secret")
+    prov = provisioner_with(store, {})
+    await prov.setup()
+    reply = await prov.handle(add("ns/web", requested_ip="10.9.0.1"))
+    assert "another Interlook instance (il-other)" in reply.error
+    assert "team-b" not in reply.error and "secret" not in reply.error
+    # A free address is given instead when none is asked for; the other's stays theirs.
+    assert (await prov.handle(add("ns/web"))).service.public_ip != "10.9.0.1"
+    assert (await prov.handle(Message(Action.DELETE, Service(name="team-b/secret")))).error == ""
+    assert store.allocations["10.9.0.1"] == Mark("il-other", "team-b/secret")
+
+
+async def test_a_legacy_allocation_is_adopted_for_its_own_entry_only():
+    store = MemoryStore()
+    store.allocations["10.9.0.3"] = Mark("", "ns/web")
+    prov = provisioner_with(store, {"ns/web": Service(name="ns/web")})
+    await prov.setup()
+    reply = await prov.handle(add("ns/other", requested_ip="10.9.0.3"))
+    assert "another Service" in reply.error and "ns/web" not in reply.error
+    reply = await prov.handle(add("ns/web"))
+    assert reply.service.public_ip == "10.9.0.3"
+    assert store.allocations["10.9.0.3"] == Mark("il-one", "ns/web")  # re-marked: ours from now on
+
+
+async def test_another_pools_allocations_of_the_same_instance_are_not_swept():
+    store = MemoryStore()
+    store.allocations["10.8.0.1"] = Mark("il-one", "ns/elsewhere")  # same id, another pool (another process)
+    prov = provisioner_with(store, {})
+    await prov.setup()
+    sweep = prov.orphan_sweep()
+    await sweep.run_pass()
+    assert await sweep.run_pass() == set()
+    assert "10.8.0.1" in store.allocations
 
 
 def test_an_owner_that_comes_back_between_passes_is_not_an_orphan():
-    from extensions.orphans import OrphanSweep
-
-    sweep = OrphanSweep()
+    sweep = OrphanSweep(None, None, None)  # type: ignore[arg-type]
     assert sweep.confirmed({"a"}, set()) == set()
     assert sweep.confirmed({"a"}, {"a"}) == set()
     assert sweep.confirmed({"a"}, set()) == set()

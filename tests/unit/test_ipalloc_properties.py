@@ -66,4 +66,4 @@ async def _exercise(config: IPAllocConfig, network, ops) -> None:
             assert reply.error == ""
             held.pop(name, None)
         assert len(set(held.values())) == len(held), "an address was given twice"
-        assert {ip: owner for ip, owner in store.allocations.items()} == {ip: o for o, ip in held.items()}
+        assert {ip: h.entry for ip, h in store.allocations.items()} == {ip: o for o, ip in held.items()}

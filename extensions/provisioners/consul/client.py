@@ -18,12 +18,13 @@ from consul.exceptions import ACLPermissionDenied, ConsulException
 
 from extensions.provisioners.consul.config import ConsulConfig
 from extensions.provisioners.consul.records import (
-    MANAGED_KEY,
+    INSTANCE_KEY,
     OWNER_KEY,
     NameState,
     OwnedNode,
     Record,
     ServiceInstance,
+    mark_of,
     node_state,
 )
 
@@ -70,20 +71,19 @@ class ConsulCatalog:
         return NameState(
             name=name,
             node=node_state(node, checks or []),
-            instances=tuple(ServiceInstance(str(i.get("Node", "")), str((i.get("NodeMeta") or {}).get(OWNER_KEY, "")))
+            instances=tuple(ServiceInstance(str(i.get("Node", "")), mark_of(i.get("NodeMeta")))
                             for i in instances or []),
         )
 
-    def owned_nodes(self, owner: str | None = None) -> list[OwnedNode]:
-        """Nodes Interlook wrote: for one entry, or (None) for every entry."""
-        meta = {OWNER_KEY: owner} if owner is not None else {MANAGED_KEY: "true"}
-        _, nodes = self._client.catalog.nodes(node_meta=meta)
-        owned = []
-        for n in nodes or []:
-            node_owner = str((n.get("Meta") or {}).get(OWNER_KEY, ""))
-            if node_owner and (owner is None or node_owner == owner):
-                owned.append(OwnedNode(str(n["Node"]), node_owner, int(n.get("ModifyIndex", 0))))
-        return owned
+    def entry_nodes(self, owner: str, instance: str) -> list[OwnedNode]:
+        """The nodes of one entry that this instance may change: its own, and those written before instance ids."""
+        _, nodes = self._client.catalog.nodes(node_meta={OWNER_KEY: owner})
+        return [node for node in _owned(nodes) if node.owner == owner and node.instance in (instance, "")]
+
+    def instance_nodes(self, instance: str) -> list[OwnedNode]:
+        """Every node this instance wrote (what an orphan sweep may consider; never another's, never a legacy one)."""
+        _, nodes = self._client.catalog.nodes(node_meta={INSTANCE_KEY: instance})
+        return [node for node in _owned(nodes) if node.instance == instance]
 
     # -- writes -------------------------------------------------------------
     def write(self, record: Record, modify_index: int) -> None:
@@ -102,13 +102,23 @@ class ConsulCatalog:
             return True
         except ConcurrentChange:
             _, current = self._client.catalog.node(node.name)
-            if current and (current.get("Node") or {}).get("Meta", {}).get(OWNER_KEY) == node.owner:
+            mark = mark_of((current or {}).get("Node", {}).get("Meta")) if current else None
+            if mark is not None and (mark.instance, mark.entry) == (node.instance, node.owner):
                 raise  # still ours but rewritten meanwhile: let the caller retry on fresh data
             return False
 
     def _transaction(self, operations: list[dict[str, Any]]) -> None:
         headers = self._client.prepare_headers()
         self._client.http.put(_transaction_result, "/v1/txn", data=json.dumps(operations), headers=headers)
+
+
+def _owned(nodes: list[dict[str, Any]] | None) -> list[OwnedNode]:
+    owned = []
+    for n in nodes or []:
+        mark = mark_of(n.get("Meta"))
+        if mark is not None:
+            owned.append(OwnedNode(str(n["Node"]), mark.entry, int(n.get("ModifyIndex", 0)), mark.instance))
+    return owned
 
 
 def _transaction_result(response: Response) -> None:

@@ -17,9 +17,10 @@ from consul.exceptions import ACLPermissionDenied, ConsulException
 
 from controller.extension import BaseExtension, ExtensionContext
 from controller.messages import Action, Message
+from extensions.orphans import OrphanSweep
 from extensions.provisioners.consul.client import ConcurrentChange, ConsulCatalog
 from extensions.provisioners.consul.config import ConsulConfig
-from extensions.provisioners.consul.records import OwnedNode, Plan, Record, normalize_names, plan_entry
+from extensions.provisioners.consul.records import Plan, Record, normalize_names, plan_entry
 
 
 class ConsulSetupError(RuntimeError):
@@ -71,19 +72,11 @@ class ConsulProvisioner(BaseExtension):
         return message
 
     async def run_background(self) -> None:
-        """Every reconcileInterval, remove the records of entries that no longer exist.
+        """Remove the records of entries that no longer exist (see extensions/orphans.py)."""
+        await self.orphan_sweep().forever(self.config.reconcile_interval)
 
-        The first pass waits one interval (at start the core may not know its
-        entries yet), and an owner must be found missing on two passes in a
-        row before its records go: a brief gap in the entries never costs DNS.
-        """
-        suspects: set[str] = set()
-        while True:
-            await asyncio.sleep(self.config.reconcile_interval)
-            try:
-                suspects = await self.reconcile(suspects)
-            except (requests.RequestException, ConsulException) as exc:
-                self.log.warning("reconcile skipped: Consul error: %s", self._clean(exc))
+    def orphan_sweep(self) -> OrphanSweep:
+        return OrphanSweep(self, self._owners, self._remove_orphan, (requests.RequestException, ConsulException))
 
     # -- the work -------------------------------------------------------------
     async def _publish(self, message: Message) -> Message:
@@ -95,7 +88,7 @@ class ConsulProvisioner(BaseExtension):
         if invalid:
             return message.failed(f"{self.name}: not valid DNS names: {', '.join(invalid)}")
         port = self.config.public_port(service.tls, service.port)
-        desired = [Record(n, service.name, service.public_ip, port) for n in names]
+        desired = [Record(n, service.name, service.public_ip, port, self.instance_id) for n in names]
         try:
             outcome = await asyncio.to_thread(self._sync_entry, service.name, desired)
         except (requests.RequestException, ConsulException) as exc:
@@ -116,7 +109,7 @@ class ConsulProvisioner(BaseExtension):
     def _sync_entry(self, owner: str, desired: list[Record]) -> Outcome:
         """Blocking: read, plan, apply only the difference.  No desired record: remove them all."""
         states = {r.name: self.catalog.read_name(r.name) for r in desired}
-        plan: Plan = plan_entry(desired, states, self.catalog.owned_nodes(owner))
+        plan: Plan = plan_entry(desired, states, self.catalog.entry_nodes(owner, self.instance_id))
         if plan.conflicts:
             return Outcome(conflicts=plan.conflicts)
         for record, modify_index in plan.write:
@@ -124,35 +117,20 @@ class ConsulProvisioner(BaseExtension):
         removed = tuple(node.name for node in plan.remove if self.catalog.remove(node))
         return Outcome(written=tuple(r for r, _ in plan.write), removed=removed)
 
-    async def reconcile(self, suspects: set[str] | None = None) -> set[str]:
-        """One reconcile pass; returns the owners found orphaned this time.
+    async def _owners(self) -> set[str]:
+        """Entries that own a node marked with our instance (never another's, never a legacy one)."""
+        nodes = await asyncio.to_thread(self.catalog.instance_nodes, self.instance_id)
+        return {node.owner for node in nodes}
 
-        Records of an owner go only when it was already a suspect (orphaned
-        on the previous pass too) and is still absent from the entries while
-        we hold that entry's lock, so a message being handled never races us.
-        """
-        owned = await asyncio.to_thread(self.catalog.owned_nodes, None)
-        live = self.context.entries()
-        orphaned: dict[str, list[OwnedNode]] = {}
-        for node in owned:
-            if node.owner not in live:
-                orphaned.setdefault(node.owner, []).append(node)
-        for owner, nodes in orphaned.items():
-            if suspects is not None and owner in suspects:
-                await self._remove_orphans(owner, nodes)
-        return set(orphaned)
-
-    async def _remove_orphans(self, owner: str, nodes: list[OwnedNode]) -> None:
-        # The same per-entry lock the message loop takes.
-        async with self.entry_lock(owner):
-            if owner in self.context.entries():
-                return
-            for node in nodes:
-                try:
-                    if await asyncio.to_thread(self.catalog.remove, node):
-                        self.log.info("removed orphan record %s (entry %s no longer exists)", node.name, owner)
-                except ConcurrentChange:
-                    self.log.info("orphan record %s changed meanwhile; next pass decides", node.name)
+    async def _remove_orphan(self, owner: str) -> None:
+        # The sweep holds the owner's entry lock: no message for it runs meanwhile.
+        try:
+            outcome = await asyncio.to_thread(self._sync_entry, owner, [])
+        except ConcurrentChange:
+            self.log.info("a record of %s changed meanwhile; the next pass decides", owner)
+            return
+        for name in outcome.removed:
+            self.log.info("removed orphan record %s (entry %s no longer exists)", name, owner)
 
     # -- wording --------------------------------------------------------------
     def _log_outcome(self, owner: str, outcome: Outcome) -> None:

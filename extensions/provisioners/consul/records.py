@@ -4,7 +4,8 @@ Pure data and comparisons, no I/O, so that the rules (shape compatible with
 the Go Interlook, ownership, "no write when nothing changed") can be read and
 tested without an agent.  The record of a DNS name is an external node named
 after the name (address = the public IP) carrying one service of the same
-name and one passing check; node meta marks it as Interlook's, for one entry.
+name and one passing check; node meta marks it as Interlook's, made by one
+instance for one entry (extensions/kit/ownership.py has the rules).
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from extensions.kit.ownership import Mark, Ownership
+
 # The Go program's mark for nodes that are not Consul agents (ESM, DNS views).
 EXTERNAL_KEY = "external-node"
 # Ours: every record Interlook writes says so, and for which entry.
 MANAGED_KEY = "interlook-managed"
 OWNER_KEY = "interlook-owner"
+INSTANCE_KEY = "interlook-instance"  # absent on records written before instance ids
 CHECK_NAME = "interlook"
 CHECK_NOTES = "Published by Interlook; the check is always passing."
 
@@ -68,17 +72,16 @@ class NodeState:
     checks: tuple[CheckState, ...] = ()
 
     @property
-    def owner(self) -> str:
-        """The entry this node belongs to; empty when Interlook did not write it."""
-        return self.meta.get(OWNER_KEY, "")
+    def mark(self) -> Mark | None:
+        return mark_of(self.meta)
 
 
 @dataclass(frozen=True)
 class ServiceInstance:
-    """One instance of a service, on whichever node, with that node's owner."""
+    """One instance of a service, on whichever node, with that node's marks."""
 
     node: str
-    owner: str
+    mark: Mark | None
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,12 @@ class NameState:
 
 @dataclass(frozen=True)
 class OwnedNode:
-    """A node Interlook wrote, as listed by its ownership mark."""
+    """A node Interlook wrote, as listed by its ownership marks."""
 
     name: str
     owner: str
     modify_index: int
+    instance: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,10 +111,12 @@ class Record:
     owner: str
     address: str
     port: int
+    instance: str
     meta: Mapping[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "meta", {EXTERNAL_KEY: "true", MANAGED_KEY: "true", OWNER_KEY: self.owner})
+        object.__setattr__(self, "meta", {EXTERNAL_KEY: "true", MANAGED_KEY: "true", OWNER_KEY: self.owner,
+                                          INSTANCE_KEY: self.instance})
 
     def dns_query(self, domain: str) -> str:
         """The name Consul's DNS answers for this record.
@@ -126,13 +132,20 @@ class Record:
         return f"service:{self.name}"
 
     def conflict(self, state: NameState) -> str:
-        """Why this record may not be written over what Consul holds; empty when it may."""
-        if state.node is not None and state.node.owner != self.owner:
-            return f"{self.name} is already in Consul as node {state.node.name}, owned by {_who(state.node.owner)}"
+        """Why this record may not be written over what Consul holds; empty when it may.
+
+        Our node for this entry, or one written for it before instance ids
+        (adopted: the write re-marks it), may be written; anything else is
+        somebody else's.  The holder is named by kind, never by Service.
+        """
+        rules = Ownership(self.instance)
+        if state.node is not None and not rules.may_change(state.node.mark, self.owner):
+            return (f"{self.name} is already in Consul as node {state.node.name}, "
+                    f"held by {rules.holder(state.node.mark)}")
         for instance in state.instances:
             if instance.node != self.name:
                 return (f"{self.name} is already in Consul as a service on node {instance.node}, "
-                        f"owned by {_who(instance.owner)}")
+                        f"held by {rules.holder(instance.mark)}")
         return ""
 
     def is_current(self, node: NodeState | None) -> bool:
@@ -212,5 +225,10 @@ def node_state(node: Mapping[str, Any] | None, checks: Iterable[Mapping[str, Any
                      services=services, checks=check_states)
 
 
-def _who(owner: str) -> str:
-    return f"Interlook entry {owner}" if owner else "something other than Interlook"
+def mark_of(meta: Mapping[str, str] | None) -> Mark | None:
+    """The ownership marks in a node's meta; None when Interlook did not write it."""
+    meta = meta or {}
+    owner = meta.get(OWNER_KEY, "")
+    if meta.get(MANAGED_KEY) != "true" or not owner:
+        return None
+    return Mark(instance=meta.get(INSTANCE_KEY, ""), entry=owner)

@@ -6,19 +6,28 @@ the API server answers 409 Conflict to the second one, whatever replica sent
 it, and an allocation made just before a crash is found again at start-up.
 No volume, no lock, no leader needed for correctness.
 
+Each object carries its holder's marks (extensions/kit/ownership.py):
+``spec.owner`` (the entry), ``spec.instance`` and the label
+``interlook.io/instance`` (the Interlook that made it), and ``spec.pool``.
+Objects written before instance ids have no instance: they are adopted only
+for their own entry (``remark``).
+
 Requests go through extensions/kube_api.py, on the operator's loop.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from typing import Any, Mapping
 
 from extensions.kube_api import KubeApi, KubeApiError
+from extensions.provisioners.ipalloc.store import Holder
 
 GROUP = "interlook.io"
 VERSION = "v1"
 PLURAL = "ipallocations"
 MANAGED_BY = "app.kubernetes.io/managed-by"
+INSTANCE_LABEL = "interlook.io/instance"
 COLLECTION = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
 
 
@@ -37,55 +46,85 @@ class KubeStore:
         self.pool = pool
 
     # -- AllocationStore ---------------------------------------------------
-    async def load(self) -> dict[str, str]:
+    async def load(self) -> dict[str, Holder]:
+        # Every pool's and every instance's: an address another instance
+        # holds is not free for us either (one object per address).
         listing = await self.api.get(COLLECTION)
-        out: dict[str, str] = {}
+        out: dict[str, Holder] = {}
         for item in listing.get("items") or []:
-            spec = item.get("spec") or {}
-            if spec.get("ip") and spec.get("owner"):
-                out[str(spec["ip"])] = str(spec["owner"])
+            holder = holder_of(item)
+            if holder is not None:
+                out[str(item["spec"]["ip"])] = holder
         return out
 
-    async def claim(self, ip: str, owner: str) -> str:
+    async def claim(self, ip: str, holder: Holder) -> Holder:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "IPAllocation",
-            "metadata": {"name": object_name(ip), "labels": {MANAGED_BY: "interlook"}},
-            "spec": {"ip": ip, "owner": owner, **({"pool": self.pool} if self.pool else {})},
+            "metadata": {"name": object_name(ip), "labels": {MANAGED_BY: "interlook", INSTANCE_LABEL: holder.instance}},
+            "spec": {"ip": ip, "owner": holder.entry, "instance": holder.instance,
+                     **({"pool": self.pool} if self.pool else {})},
         }
         for _ in range(5):
             try:
                 await self.api.post(COLLECTION, body)
-                return owner
+                return holder
             except KubeApiError as exc:
                 if exc.status != 409:
                     raise
-            try:
-                current = await self.api.get(f"{COLLECTION}/{object_name(ip)}")
-            except KubeApiError as exc:
-                if exc.status == 404:  # released in between: try again
-                    continue
-                raise
-            return str((current.get("spec") or {}).get("owner", ""))
+            current = await self._read(ip)
+            if current is None:  # released in between: try again
+                continue
+            return holder_of(current) or Holder("", "")
         raise RuntimeError(f"cannot settle who holds {ip}: it keeps appearing and disappearing")
 
-    async def release(self, ip: str, owner: str) -> None:
-        path = f"{COLLECTION}/{object_name(ip)}"
-        try:
-            current = await self.api.get(path)
-        except KubeApiError as exc:
-            if exc.status == 404:
-                return
-            raise
-        if (current.get("spec") or {}).get("owner") != owner:
+    async def release(self, ip: str, holder: Holder) -> None:
+        current = await self._read(ip)
+        if current is None or holder_of(current) != holder:
             return  # someone else's now: never free an address we do not hold
         # The precondition makes the delete fail if the object was replaced
-        # (released and claimed by another owner) since we read it.
+        # (released and claimed by another holder) since we read it.
         meta = current["metadata"]
         options = {"apiVersion": "v1", "kind": "DeleteOptions",
                    "preconditions": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]}}
         try:
-            await self.api.delete(path, options)
+            await self.api.delete(self._path(ip), options)
         except KubeApiError as exc:
             if exc.status not in (404, 409):
                 raise
+
+    async def remark(self, ip: str, old: Holder, new: Holder) -> bool:
+        current = await self._read(ip)
+        if current is None or holder_of(current) != old:
+            return False
+        # A merge patch carrying the resourceVersion we read: refused (409) if anyone changed it since.
+        patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"],
+                              "labels": {INSTANCE_LABEL: new.instance}},
+                 "spec": {"owner": new.entry, "instance": new.instance, **({"pool": self.pool} if self.pool else {})}}
+        try:
+            await self.api.patch(self._path(ip), patch)
+        except KubeApiError as exc:
+            if exc.status in (404, 409, 422):  # gone, changed meanwhile, or refused by the CRD's rules
+                return False
+            raise
+        return True
+
+    # -- plumbing ------------------------------------------------------------
+    def _path(self, ip: str) -> str:
+        return f"{COLLECTION}/{object_name(ip)}"
+
+    async def _read(self, ip: str) -> dict[str, Any] | None:
+        try:
+            return await self.api.get(self._path(ip))
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+
+def holder_of(item: Mapping[str, Any]) -> Holder | None:
+    """The marks of an IPAllocation; None when it names no address or owner."""
+    spec = item.get("spec") or {}
+    if not spec.get("ip") or not spec.get("owner"):
+        return None
+    return Holder(str(spec.get("instance") or ""), str(spec["owner"]))

@@ -12,6 +12,11 @@ two services of this process never pick the same one, and the store's claim
 (a create that the API server refuses the second time) settles it against
 every other process.  Messages for one service are ordered by the base
 class, so one owner never races itself.
+
+Every allocation carries our instance's mark (extensions/kit/ownership.py):
+only ours, in our own range, are ever released or swept; an allocation
+written before instance ids is adopted (re-marked) for its own entry only,
+and an address another instance holds is an error that names no Service.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from typing import Any
 
 from controller.extension import BaseExtension, ExtensionContext
 from controller.messages import Action, Message
-from extensions.orphans import sweep_forever
+from extensions.kit.ownership import Ownership, Verdict
+from extensions.orphans import OrphanSweep
 from extensions.provisioners.ipalloc.config import IPAllocConfig
-from extensions.provisioners.ipalloc.store import AllocationStore, FileStore, MemoryStore
+from extensions.provisioners.ipalloc.store import AllocationStore, FileStore, Holder, MemoryStore
 
 # Key of context.services under which an embedding program hands a store
 # (the Kubernetes layer gives a cluster-backed one).
@@ -45,31 +51,46 @@ class IPAllocProvisioner(BaseExtension):
         if store is None:
             store = FileStore(config.db_file) if config.db_file else MemoryStore()
         self.store: AllocationStore = store
-        self._holders: dict[str, str] = {}  # ip -> owner, our view of the store
-        self._claiming: dict[str, str] = {}  # ip -> owner, claims sent and not answered yet
+        self._holders: dict[str, Holder] = {}  # ip -> holder, our view of the store
+        self._claiming: dict[str, Holder] = {}  # ip -> holder, claims sent and not answered yet
         self._first = int(config.first)
         self._size = int(config.last) - int(config.first) + 1
         self._cursor = 0  # where the next search for a free address starts
 
+    @property
+    def ownership(self) -> Ownership:
+        return Ownership(self.instance_id)
+
     async def setup(self) -> None:
         self._holders = await self.store.load()
-        self.log.info("pool %s: %d addresses (%s-%s), %d allocated", self.config.network, self._size,
-                      self.config.first, self.config.last, len(self._holders))
+        self._claiming.clear()
+        mine = sum(1 for ip, h in self._holders.items() if self._is_own(ip, h))
+        self.log.info("pool %s: %d addresses (%s-%s), %d given by this instance (%s), %d held elsewhere",
+                      self.config.network, self._size, self.config.first, self.config.last, mine,
+                      self.instance_id, sum(1 for ip in self._holders if self.config.contains(ip)) - mine)
+
+    def _is_own(self, ip: str, holder: Holder) -> bool:
+        """Ours to sweep: marked by this instance, and in this pool (another pool's are never ours)."""
+        return self.ownership.is_own(holder) and self.config.contains(ip)
 
     async def run_background(self) -> None:
         """Free the addresses of entries that no longer exist (see extensions/orphans.py)."""
-        await sweep_forever(self, self.config.reconcile_interval, self._owners, self._free_orphan)
+        await self.orphan_sweep().forever(self.config.reconcile_interval)
+
+    def orphan_sweep(self) -> OrphanSweep:
+        return OrphanSweep(self, self._owners, self._free_orphan)
 
     async def _owners(self) -> set[str]:
         # From our cache (loaded at start-up, kept by every claim and
         # release): a sweep costs no request in steady state, so 10,000
         # idle Services cost no periodic LIST.
-        return set(self._holders.values())
+        return {h.entry for ip, h in self._holders.items() if self._is_own(ip, h)}
 
     async def _free_orphan(self, owner: str) -> None:
         # sweep_forever holds the owner's entry lock: no message for it runs meanwhile.
-        for ip in self._owned_by(owner):
-            await self.store.release(ip, owner)
+        mark = self.ownership.mark(owner)
+        for ip in [ip for ip, h in self._holders.items() if h == mark and self.config.contains(ip)]:
+            await self.store.release(ip, mark)
             self._holders.pop(ip, None)
             self.log.info("freed %s: its entry %s no longer exists", ip, owner)
 
@@ -81,8 +102,25 @@ class IPAllocProvisioner(BaseExtension):
         return message
 
     def _owned_by(self, owner: str) -> list[str]:
-        return [ip for ip, holder in self._holders.items() if holder == owner]
+        """The addresses ``owner`` holds that this instance may change: ours, and legacy ones for it."""
+        return [ip for ip, holder in self._holders.items()
+                if self.ownership.judge(holder, owner) is not Verdict.FOREIGN]
 
+    async def _adopt(self, ip: str, owner: str) -> bool:
+        """Make ``ip`` ours if it is a legacy allocation of ``owner``; True when it is ours now."""
+        holder = self._holders.get(ip)
+        verdict = self.ownership.judge(holder, owner)
+        if verdict is Verdict.OURS:
+            return True
+        if verdict is not Verdict.ADOPT or holder is None:
+            return False
+        mark = self.ownership.mark(owner)
+        if await self.store.remark(ip, holder, mark):
+            self._holders[ip] = mark
+            self.log.info("adopted %s for %s (allocated before instance ids)", ip, owner)
+            return True
+        self._holders = await self.store.load()  # changed meanwhile: read again
+        return self.ownership.judge(self._holders.get(ip), owner) is Verdict.OURS
     async def _allocate(self, message: Message) -> Message:
         service = message.service
         owner = service.name
@@ -94,10 +132,12 @@ class IPAllocProvisioner(BaseExtension):
             ip = await self._claim(requested, owner)
             if ip is None:
                 holder = self._holders.get(requested) or self._claiming.get(requested)
-                return message.failed(f"requested IP {requested} is already given to {holder}")
+                return message.failed(f"requested IP {requested} is already given to "
+                                      f"{self.ownership.holder(holder)}")
             await self._release_others(owner, keep=ip)
             return message.reply(service=_with_ip(service, ip))
         held = [ip for ip in self._owned_by(owner) if self.config.contains(ip)]
+        held = [ip for ip in held if await self._adopt(ip, owner)]
         if service.public_ip in held:
             return message.reply(service=service)
         if held:
@@ -131,37 +171,38 @@ class IPAllocProvisioner(BaseExtension):
                 ipaddress.IPv6Address(self._first + index))
             if ip in self._holders or ip in self._claiming:
                 continue
-            self._claiming[ip] = owner
+            self._claiming[ip] = self.ownership.mark(owner)
             self._cursor = (index + 1) % self._size
             return ip
         return None
 
     async def _claim(self, ip: str, owner: str) -> str | None:
-        """Ask the store for ``ip``; None when another owner holds it or is claiming it."""
+        """Ask the store for ``ip``; None when another holder has it or is claiming it."""
+        mark = self.ownership.mark(owner)
         holder = self._holders.get(ip)
-        if holder == owner:
+        if holder is not None:
             self._claiming.pop(ip, None)
-            return ip
-        if holder is not None or self._claiming.get(ip, owner) != owner:
+            return ip if await self._adopt(ip, owner) else None
+        if self._claiming.get(ip, mark) != mark:
             return None
-        self._claiming[ip] = owner
+        self._claiming[ip] = mark
         try:
-            holder = await self.store.claim(ip, owner)
+            holder = await self.store.claim(ip, mark)
         finally:
             self._claiming.pop(ip, None)
         self._holders[ip] = holder
-        return ip if holder == owner else None
+        return ip if holder == mark else None
 
     async def _release_others(self, owner: str, keep: str) -> None:
         for ip in self._owned_by(owner):
             if ip != keep:
-                await self.store.release(ip, owner)
+                await self.store.release(ip, self._holders[ip])
                 self._holders.pop(ip, None)
 
     async def _release(self, message: Message) -> Message:
         owner = message.service.name
         for ip in self._owned_by(owner):
-            await self.store.release(ip, owner)
+            await self.store.release(ip, self._holders[ip])
             self._holders.pop(ip, None)
         # Nothing held is fine: deleting what is already gone is a success.
         return message.reply(service=_with_ip(message.service, ""))
