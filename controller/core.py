@@ -189,6 +189,8 @@ class Core:
         await self._stop_extensions()
         if self.config.workflow_entries_file:
             await asyncio.to_thread(save_entries, self.config.workflow_entries_file, self._copy_entries())
+        if abandon:
+            self.entries = {}  # a standby shows nothing: the active replica's view is the true one
         self.started = False
 
     async def _stop_extensions(self) -> None:

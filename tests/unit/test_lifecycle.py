@@ -71,3 +71,27 @@ async def test_an_unreachable_api_server_is_retried_in_the_background() -> None:
     assert not await rt.admit("shop", "web", body("9"))  # the retry owns it meanwhile
     retry.cancel()
     await asyncio.sleep(0)
+
+
+class AbandoningWriter(RecordingWriter):
+    def __init__(self) -> None:
+        super().__init__([])
+        self.abandoned = False
+
+    def abandon(self) -> None:
+        self.abandoned = True
+
+
+async def test_abandon_stops_every_task_and_forgets_every_service() -> None:
+    writer = AbandoningWriter()
+    rt = runtime(writer)
+    sent: asyncio.Queue[Any] = asyncio.Queue()
+    rt.provider.send_queue = sent  # as if the core had started it
+    rt.start_deletion("shop", "web", body("9", ["interlook.io/finalizer"]))
+    deletion = rt.tracked["shop/web"].deletion
+    assert deletion is not None
+    await asyncio.sleep(0)
+    assert (await sent.get()).action.value == "delete"  # the undo was asked; now it waits for the core
+    rt.abandon()  # pre-empted by a peer: nothing more may be written from here
+    await asyncio.sleep(0)
+    assert deletion.cancelled() and rt.tracked == {} and writer.abandoned
