@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.kubernetes.conftest import POOL, Cluster, wait_for
+from tests.helpers import free_port
+from tests.kubernetes.conftest import POOL, ROOT, Cluster, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.kubernetes]
 
@@ -188,3 +194,25 @@ def test_sigkill_during_a_burst_converges_without_double_allocation(cluster: Clu
     assert len(set(ips.values())) == len(names)
     ours = {ip: owner for ip, owner in cluster.allocations().items() if owner.startswith(f"{namespace}/")}
     assert ours == {ip: f"{namespace}/{name}" for name, ip in ips.items()}
+
+
+def test_an_extension_that_refuses_to_start_stops_the_process_with_the_reason(namespace: str,
+                                                                              make_controller: Any) -> None:
+    controller = make_controller([namespace])
+    config = yaml.safe_load(controller.config_path.read_text())
+    config["core"]["workflowSteps"] = "provider.kubernetes,provisioner.ipalloc,provisioner.consul"
+    config["dns"] = {"consul": {"url": f"http://127.0.0.1:{free_port()}"}}  # nothing listens there
+    controller.config_path.write_text(yaml.safe_dump(config))
+    kopf = Path(sys.executable).parent / "kopf"
+    # kopf alone would retry a failed start-up handler forever; the Pod must crash-loop with the reason.
+    result = subprocess.run([str(kopf), "run", "--standalone", "--all-namespaces", str(ROOT / "controller/main.py")],
+                            cwd=ROOT, env={**controller_env(controller)}, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert "provisioner.consul" in result.stdout + result.stderr
+    assert "cannot reach Consul" in result.stdout + result.stderr
+
+
+def controller_env(controller: Any) -> dict[str, str]:
+    return {**os.environ, "KUBECONFIG": controller.kubeconfig, "INTERLOOK_CONFIG": str(controller.config_path),
+            "PYTHONPATH": str(ROOT)}
