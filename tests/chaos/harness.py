@@ -38,6 +38,9 @@ from typing import Any, AsyncIterator
 
 import httpx
 
+from extensions.kit.ownership import parse_text
+from extensions.provisioners.consul.records import INSTANCE_KEY, MANAGED_KEY, OWNER_KEY
+
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "interlook.io"
 STATE_KEY = f"{PREFIX}/state"
@@ -310,15 +313,17 @@ class ConsulServer:
         except (OSError, ValueError):
             return False
 
-    def owned_nodes(self) -> dict[str, list[str]]:
-        """Interlook's records: owner entry -> node names."""
-        with urllib.request.urlopen(f"{self.url}/v1/catalog/nodes?node-meta=interlook-managed:true",
+    def owned_nodes(self, instance: str | None = None) -> dict[str, list[str]]:
+        """Interlook's records (of ``instance`` when given): owner entry -> node names."""
+        with urllib.request.urlopen(f"{self.url}/v1/catalog/nodes?node-meta={MANAGED_KEY}:true",
                                     timeout=30) as answer:
             nodes = json.loads(answer.read())
         out: dict[str, list[str]] = {}
         for node in nodes:
-            owner = (node.get("Meta") or {}).get("interlook-owner", "")
-            out.setdefault(owner, []).append(node["Node"])
+            meta = node.get("Meta") or {}
+            if instance is not None and meta.get(INSTANCE_KEY, "") != instance:
+                continue
+            out.setdefault(meta.get(OWNER_KEY, ""), []).append(node["Node"])
         return out
 
 
@@ -380,17 +385,16 @@ class F5Process:
     def stats(self) -> dict[str, Any]:
         return dict(self._sim("stats"))
 
-    def owned_objects(self) -> dict[str, list[str]]:
-        """Interlook's virtual servers and pools: owner entry -> object paths."""
+    def owned_objects(self, instance: str | None = None) -> dict[str, list[str]]:
+        """Interlook's virtual servers and pools (of ``instance`` when given): owner entry -> object paths."""
         state = self._sim("state")
         out: dict[str, list[str]] = {}
         for kind in ("virtuals", "pools"):
             for path, obj in (state.get(kind) or {}).items():
-                description = str(obj.get("description") or "")
-                if not description.startswith("interlook:"):
+                mark = parse_text(obj.get("description"))
+                if mark is None or (instance is not None and mark.instance != instance):
                     continue
-                owner = description[len("interlook:"):].split(" ", 1)[0]
-                out.setdefault(owner, []).append(path)
+                out.setdefault(mark.entry, []).append(path)
         return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+import httpx
 import pytest
 
 from tests.kubernetes.conftest import Cluster, Controller, wait_for
@@ -19,6 +20,11 @@ FINALIZER = "interlook.io/finalizer"
 
 def published(hosts: str) -> dict[str, str]:
     return {HOSTS: hosts, PORT: "http"}
+
+
+def instance_of(controller: Controller) -> str:
+    """The instance id the running controller marks its records with (its ``/version``)."""
+    return str(httpx.get(f"http://127.0.0.1:{controller.port}/version", timeout=5).json()["instance"])
 
 
 def waiting(check: Callable[[], Any], what: str, controller: Controller, timeout: float = 90.0) -> Any:

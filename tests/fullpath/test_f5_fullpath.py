@@ -15,8 +15,10 @@ from typing import Any, Callable
 
 import pytest
 
+from extensions.kit.ownership import Mark, parse_text
+from extensions.provisioners.f5ltm.names import object_name
 from tests.fullpath.conftest import BigIP
-from tests.fullpath.support import PUBLIC_IP, DeletionWatch, deployed, published, waiting
+from tests.fullpath.support import PUBLIC_IP, DeletionWatch, deployed, instance_of, published, waiting
 from tests.kubernetes.conftest import Cluster, Controller
 
 pytestmark = [pytest.mark.integration, pytest.mark.kubernetes]
@@ -34,6 +36,10 @@ def members(state: dict[str, Any], pool: str) -> dict[str, int]:
     return {m["name"]: int(m["ratio"]) for m in (state["members"].get(pool) or {}).values()}
 
 
+def marks(obj: dict[str, Any]) -> Mark | None:
+    return parse_text(obj.get("description"))
+
+
 def node_port(cluster: Cluster, namespace: str, name: str) -> int:
     service: Any = cluster.core.read_namespaced_service(name, namespace)
     return int(service.spec.ports[0].node_port)
@@ -46,17 +52,18 @@ def test_vs_mode_pool_and_virtual_server_follow_the_service(
     controller = fullpath_controller(STEPS, lb=f5_section(bigip, updateMode="vs"))
     cluster.service(namespace, "web", annotations=published(f"web-{namespace}.example.com"))
     cluster.endpoints(namespace, "web", [a])
-    pool = f"/Common/interlook_{namespace}_web"
+    instance, entry = instance_of(controller), f"{namespace}/web"
+    pool = f"/Common/{object_name(instance, entry)}"
 
     ip = deployed(cluster, namespace, "web", controller)[PUBLIC_IP]
     port = node_port(cluster, namespace, "web")
     state = bigip.state()
     assert members(state, pool) == {f"10.71.0.1:{port}": 1}
-    assert state["pools"][pool]["description"].startswith(f"interlook:{namespace}/web")
+    assert marks(state["pools"][pool]) == Mark(instance, entry)
     virtual = state["virtuals"][pool]
     assert virtual["destination"] == f"/Common/{ip}:80"
     assert virtual["pool"] == pool
-    assert virtual["description"].startswith(f"interlook:{namespace}/web")
+    assert marks(virtual) == Mark(instance, entry)
 
     # Scale: two more ready endpoints, two of them on the second node.
     cluster.endpoints(namespace, "web", [a, b, b])
@@ -74,7 +81,7 @@ def test_vs_mode_pool_and_virtual_server_follow_the_service(
     assert pool not in then["virtuals"]
     assert pool not in then["pools"]
     assert pool not in then["members"]
-    assert not [n for n, node in then["nodes"].items() if node.get("description", "").startswith("interlook:")]
+    assert not [n for n, node in then["nodes"].items() if marks(node) is not None]
     waiting(lambda: ip not in cluster.allocations(), "the address to be freed", controller)
 
 
@@ -87,8 +94,9 @@ def test_policy_mode_rule_for_the_host_then_removed_before_the_finalizer(
                                                             globalHTTPPolicy="global-http"))
     cluster.service(namespace, "web", annotations=published(host))
     cluster.endpoints(namespace, "web", [a, a])
-    pool = f"/Common/interlook_{namespace}_web"
-    rule_name = f"interlook_{namespace}_web"
+    instance, entry = instance_of(controller), f"{namespace}/web"
+    rule_name = object_name(instance, entry)
+    pool = f"/Common/{rule_name}"
 
     deployed(cluster, namespace, "web", controller)
     port = node_port(cluster, namespace, "web")
@@ -97,6 +105,7 @@ def test_policy_mode_rule_for_the_host_then_removed_before_the_finalizer(
     assert state["virtuals"] == {}  # policy mode: the operator owns the virtual servers
     rules = {r["name"]: r for r in state["rules"][HTTP_POLICY]}
     assert set(rules) == {rule_name}
+    assert marks(rules[rule_name]) == Mark(instance, entry)
     condition, action = rules[rule_name]["conditions"][0], rules[rule_name]["actions"][0]
     assert condition.get("httpHost") and condition.get("equals") and condition["values"] == [host]
     assert action.get("forward") and action["pool"] == pool
