@@ -24,9 +24,9 @@ def make_app(core: Core) -> web.Application:
 
     @routes.get("/health")
     async def health(_: web.Request) -> web.Response:
-        crashed = {n: s for n, s in core.extension_status().items() if s["status"] != "running"}
-        if not core.started or crashed:
-            return web.json_response({"status": "unhealthy", "extensions": crashed}, status=503)
+        problems = core.health_problems()
+        if problems:
+            return web.json_response({"status": "unhealthy", "problems": problems}, status=503)
         return web.json_response({"status": "ok"})
 
     @routes.get("/services")

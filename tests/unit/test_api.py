@@ -8,7 +8,7 @@ from controller.api import ApiServer
 from controller.config import CoreConfig
 from controller.core import Core
 from controller.entries import DEPLOYED
-from controller.messages import Service, Target
+from controller.messages import Action, Message, Service, Target
 from tests.unit.fakes import FakeProvider, RecordingProvisioner
 
 
@@ -48,6 +48,53 @@ async def test_api_serves_entries_in_the_go_shape_and_metrics():
             assert 'interlook_entries{state="deployed"} 1.0' in text
             assert 'interlook_messages_total{action="add",extension="provisioner.dns"} 1.0' in text
             assert "interlook_step_duration_seconds_bucket" in text
+    finally:
+        await api.stop()
+        await core.stop()
+
+
+async def test_services_and_health_answer_while_a_provider_error_exists(tmp_path):
+    provider = FakeProvider()
+    dns = RecordingProvisioner("provisioner.dns")
+    core = Core(CoreConfig(workflow_steps=("provider.fake", "provisioner.dns"),
+                           workflow_entries_file=str(tmp_path / "entries.json")),
+                {"provider.fake": provider, "provisioner.dns": dns})
+    await core.start()
+    api = ApiServer(core, "127.0.0.1", 0)
+    await api.start()
+    base = f"http://127.0.0.1:{api.port}"
+    try:
+        await provider.send_queue.put(Message(Action.ADD, Service(name="bad"), error="interlook.port: 'http'"))
+        await core.wait_for(lambda: "bad" in core.entries)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/services") as r:
+                assert r.status == 200
+                entry = (await r.json())["bad"]
+            async with http.get(f"{base}/services/bad") as r:
+                assert r.status == 200
+            async with http.get(f"{base}/health") as r:
+                assert r.status == 200
+        assert entry["error"] == "interlook.port: 'http'"
+        assert entry["error_step"] == "provider.fake"
+        assert entry["next_retry"] == "0001-01-01T00:00:00Z"
+    finally:
+        await api.stop()
+        await core.stop()
+
+
+async def test_health_names_a_core_task_that_is_not_working():
+    provider = FakeProvider()
+    core = Core(CoreConfig(workflow_steps=("provider.fake",)), {"provider.fake": provider})
+    await core.start()
+    api = ApiServer(core, "127.0.0.1", 0)
+    await api.start()
+    try:
+        core._task_failing("persister", "cannot write /data/entries.json: OSError: disk full")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{api.port}/health") as r:
+                assert r.status == 503
+                body = await r.json()
+        assert body["problems"] == {"persister": "cannot write /data/entries.json: OSError: disk full"}
     finally:
         await api.stop()
         await core.stop()
