@@ -553,21 +553,30 @@ class Kube:
 
     async def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
                       ok: tuple[int, ...] = (200, 201, 202), retry_for: float = 0.0) -> Any:
-        """One call; with ``retry_for``, connection errors and 5xx are retried (the API server may be restarting)."""
+        """One call; with ``retry_for``, what a restarting API server answers is retried.
+
+        That is connection errors, 5xx, and 429 "come back later" (e.g.
+        ``storage is (re)initializing`` while a CRD's storage starts again
+        after a restart), waiting its Retry-After, as the product's client
+        does (extensions/kube_api.py).
+        """
         deadline = time.monotonic() + retry_for
         while True:
+            pause = 0.5
             try:
                 answer = await self.client.request(
                     method, path, content=None if body is None else json.dumps(body),
                     headers={"Content-Type": content_type})
                 if answer.status_code in ok:
                     return answer.json() if answer.content else None
-                if answer.status_code < 500 or time.monotonic() > deadline:
+                transient = answer.status_code >= 500 or answer.status_code == 429
+                if not transient or time.monotonic() > deadline:
                     raise ApiError(answer.status_code, f"{method} {path}: {answer.status_code} {answer.text[:300]}")
+                pause = _retry_after(answer)
             except httpx.TransportError:
                 if time.monotonic() > deadline:
                     raise
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(pause)
 
     async def create(self, path: str, body: Any, *, retry_for: float = 0.0, exist_ok: bool = False) -> Any:
         ok = (200, 201, 202, 409) if exist_ok else (200, 201, 202)
@@ -636,6 +645,14 @@ class Kube:
                             yield now, str(event.get("type")), obj
             except (httpx.TransportError, ApiError):
                 await asyncio.sleep(0.5)
+
+
+def _retry_after(answer: httpx.Response) -> float:
+    """The server's Retry-After in seconds (as extensions/kube_api.py reads it), else half a second."""
+    try:
+        return min(max(float(answer.headers.get("Retry-After", "0.5")), 0.1), 10.0)
+    except ValueError:
+        return 0.5
 
 
 class ApiError(Exception):
