@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import time
+
 import aiohttp
 
 from controller.api import ApiServer
@@ -98,3 +102,44 @@ async def test_health_names_a_core_task_that_is_not_working():
     finally:
         await api.stop()
         await core.stop()
+
+
+async def test_connections_that_never_finish_their_headers_are_closed():
+    # Slowloris: 300 connections send a header line now and then but never
+    # the blank line that ends the headers.  A bound on idle time alone would
+    # keep them open for ever; the server must close every one of them while
+    # it goes on answering real requests.
+    provider = FakeProvider()
+    core = Core(CoreConfig(workflow_steps=("provider.fake",)), {"provider.fake": provider})
+    await core.start()
+    api = ApiServer(core, "127.0.0.1", 0, header_timeout=1.0)
+    await api.start()
+    connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        for _ in range(300):
+            reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+            writer.write(b"GET /services HTTP/1.1\r\nHost: interlook\r\n")
+            connections.append((reader, writer))
+        trickling = asyncio.create_task(_trickle(connections))
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{api.port}/health") as r:
+                assert r.status == 200
+        started = time.monotonic()
+        # 60 s guards against a hang; it is not what is measured.
+        closed = await asyncio.wait_for(asyncio.gather(*(reader.read() for reader, _ in connections)), timeout=60)
+        print(f"300 slow connections closed {time.monotonic() - started:.1f}s after the first request")
+        trickling.cancel()
+        assert all(not data.startswith(b"HTTP/1.1 200") for data in closed)  # closed, never answered
+    finally:
+        for _, writer in connections:
+            writer.close()
+        await api.stop()
+        await core.stop()
+
+
+async def _trickle(connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
+    for n in itertools.count():
+        for _, writer in connections:
+            if not writer.is_closing():
+                writer.write(f"X-Slow-{n}: 1\r\n".encode())
+        await asyncio.sleep(0.2)
