@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from controller.messages import holder_as_seen_by
+
 # The Go program's mark for nodes that are not Consul agents (ESM, DNS views).
 EXTERNAL_KEY = "external-node"
 # Ours: every record Interlook writes says so, and for which entry.
@@ -128,11 +130,12 @@ class Record:
     def conflict(self, state: NameState) -> str:
         """Why this record may not be written over what Consul holds; empty when it may."""
         if state.node is not None and state.node.owner != self.owner:
-            return f"{self.name} is already in Consul as node {state.node.name}, owned by {_who(state.node.owner)}"
+            return (f"{self.name} is already in Consul as node {state.node.name}, "
+                    f"owned by {_who(state.node.owner, self.owner)}")
         for instance in state.instances:
             if instance.node != self.name:
                 return (f"{self.name} is already in Consul as a service on node {instance.node}, "
-                        f"owned by {_who(instance.owner)}")
+                        f"owned by {_who(instance.owner, self.owner)}")
         return ""
 
     def is_current(self, node: NodeState | None) -> bool:
@@ -212,5 +215,7 @@ def node_state(node: Mapping[str, Any] | None, checks: Iterable[Mapping[str, Any
                      services=services, checks=check_states)
 
 
-def _who(owner: str) -> str:
-    return f"Interlook entry {owner}" if owner else "something other than Interlook"
+def _who(owner: str, viewer: str) -> str:
+    if not owner:
+        return "something other than Interlook"
+    return f"Interlook for {holder_as_seen_by(owner, viewer)}"

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from controller.messages import holder_as_seen_by
+
 PREFIX = "interlook_"
 MARK = "interlook:"
 # BIG-IP object names: letters, digits, '.', '-', '_'; ours start with the prefix, so with a letter.
@@ -67,3 +69,11 @@ def owner_of(description: str | None) -> str:
         return ""
     owner = text[len(MARK):].split(" ", 1)[0]
     return "" if owner == "node" else owner
+
+
+def whose(description: str | None, viewer: str) -> str:
+    """Who an object belongs to, as an error shown on ``viewer`` may say it (no other namespace's names)."""
+    owner = owner_of(description)
+    if owner:
+        return f"made by Interlook for {holder_as_seen_by(owner, viewer)}"
+    return f"description {(description or '')!r}"

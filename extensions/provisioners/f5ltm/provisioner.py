@@ -37,6 +37,7 @@ from extensions.provisioners.f5ltm.names import (
     owned_by,
     owner_of,
     owns_node,
+    whose,
 )
 
 POOL = "/mgmt/tm/ltm/pool"
@@ -335,7 +336,8 @@ class F5Provisioner(BaseExtension):
         if current is not None:
             if not owned_by(current.get("description"), service.name):
                 raise PlanError(f"rule {rule['name']} of policy {policy} exists but is not Interlook's "
-                                f"(description {current.get('description', '')!r}): not changing it")
+                                f"for {service.name} ({whose(current.get('description'), service.name)}): "
+                                f"not changing it")
             if _same_rule(current, rule):
                 return
 
@@ -410,7 +412,7 @@ class F5Provisioner(BaseExtension):
     def _require_ours(self, kind: str, path: str, found: dict[str, Any], service: Service) -> None:
         if not owned_by(found.get("description"), service.name):
             raise PlanError(f"{kind} {path} exists but is not Interlook's for {service.name} "
-                            f"(description {found.get('description', '')!r}): not changing it")
+                            f"({whose(found.get('description'), service.name)}): not changing it")
 
     def _ours_or_skip(self, kind: str, path: str, found: dict[str, Any], service: Service) -> bool:
         if owned_by(found.get("description"), service.name):

@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from controller.extension import BaseExtension, ExtensionContext
-from controller.messages import Action, Message
+from controller.messages import Action, Message, holder_as_seen_by
 from extensions.orphans import sweep_forever
 from extensions.provisioners.ipalloc.config import IPAllocConfig
 from extensions.provisioners.ipalloc.store import AllocationStore, FileStore, MemoryStore
@@ -94,7 +94,8 @@ class IPAllocProvisioner(BaseExtension):
             ip = await self._claim(requested, owner)
             if ip is None:
                 holder = self._holders.get(requested) or self._claiming.get(requested)
-                return message.failed(f"requested IP {requested} is already given to {holder}")
+                return message.failed(f"requested IP {requested} is already given to "
+                                      f"{holder_as_seen_by(holder or '', owner)}")
             await self._release_others(owner, keep=ip)
             return message.reply(service=_with_ip(service, ip))
         held = [ip for ip in self._owned_by(owner) if self.config.contains(ip)]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from controller.extension import BaseExtension, ExtensionContext
-from controller.messages import Action, Message, Service
+from controller.messages import Action, Message, Service, holder_as_seen_by
 from extensions.provisioners.kemplm.client import KempAuthError, KempClient, KempError, VirtualService, owned_by
 from extensions.provisioners.kemplm.config import KempConfig
 
@@ -30,6 +30,13 @@ class PublishRefused(Exception):
 
 def nickname_for(service_name: str) -> str:
     return f"{NICKNAME_PREFIX}{service_name}"
+
+
+def _whose(nickname: str, viewer: str) -> str:
+    """Who a VS belongs to, as an error shown on ``viewer`` may say it (no other namespace's names)."""
+    if nickname.startswith(NICKNAME_PREFIX):
+        return f"made by Interlook for {holder_as_seen_by(nickname[len(NICKNAME_PREFIX):], viewer)}"
+    return f"nickname {nickname!r}"
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,8 @@ class KempProvisioner(BaseExtension):
                           (want.address, want.port, "tcp")), None)
         if at_target is not None and at_target.nickname != want.nickname:
             raise PublishRefused(f"a virtual service {want.address}:{want.port}/tcp already exists on the LoadMaster "
-                             f"and is not this service's (nickname {at_target.nickname!r}); not touching it")
+                             f"and is not this service's ({_whose(at_target.nickname, service.name)}); "
+                             f"not touching it")
         vs = at_target or await self._move_or_create(client, mine, want)
         for stale in mine:
             if stale.index != vs.index:
