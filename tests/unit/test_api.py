@@ -126,15 +126,26 @@ async def test_connections_that_never_finish_their_headers_are_closed():
                 assert r.status == 200
         started = time.monotonic()
         # 60 s guards against a hang; it is not what is measured.
-        closed = await asyncio.wait_for(asyncio.gather(*(reader.read() for reader, _ in connections)), timeout=60)
+        answers = await asyncio.wait_for(asyncio.gather(*(_until_closed(reader) for reader, _ in connections)),
+                                         timeout=60)
         print(f"300 slow connections closed {time.monotonic() - started:.1f}s after the first request")
         trickling.cancel()
-        assert all(not data.startswith(b"HTTP/1.1 200") for data in closed)  # closed, never answered
+        assert answers == [b""] * 300  # closed, never answered
     finally:
         for _, writer in connections:
             writer.close()
         await api.stop()
         await core.stop()
+
+
+async def _until_closed(reader: asyncio.StreamReader) -> bytes:
+    """What the server sent before closing.  A close with our trickled bytes
+    still unread in its socket is a reset rather than an end of stream: both
+    are the server closing."""
+    try:
+        return await reader.read()
+    except ConnectionResetError:
+        return b""
 
 
 async def _trickle(connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
