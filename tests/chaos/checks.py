@@ -57,9 +57,13 @@ async def observe(kube: Kube, namespace: str, consul: ConsulServer | None, f5: F
     world.duplicates += [f"address {ip} allocated {n} times" for ip, n in Counter(every_ip).items() if n > 1]
     world.duplicates += [f"{owner} holds {len(ips)} addresses {ips}" for owner, ips in world.allocations.items()
                          if len(ips) > 1]
-    shown = Counter(annotations_of(o).get(PUBLIC_IP_KEY) for o in world.services.values()
-                    if annotations_of(o).get(PUBLIC_IP_KEY))
-    world.duplicates += [f"public IP {ip} shown on {n} Services" for ip, n in shown.items() if n > 1]
+    shown: dict[str, list[str]] = {}
+    for name, obj in sorted(world.services.items()):
+        ip = annotations_of(obj).get(PUBLIC_IP_KEY)
+        if ip:
+            shown.setdefault(ip, []).append(name + (" (deleting)" if obj["metadata"].get("deletionTimestamp") else ""))
+    world.duplicates += [f"public IP {ip} shown on {len(names)} Services: {', '.join(names)}"
+                         for ip, names in shown.items() if len(names) > 1]
     return world
 
 
