@@ -2,10 +2,11 @@
 # on a read-only root filesystem (manifests/30-deployment.yaml).
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY controller ./controller
 COPY extensions ./extensions
-RUN pip install --no-cache-dir --prefix=/install .
+# The versions the test suite passed with, not whatever is newest on build day.
+RUN pip install --no-cache-dir -c constraints.txt --prefix=/install .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 INTERLOOK_CONFIG=/etc/interlook/config.yml

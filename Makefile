@@ -3,18 +3,27 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: venv deps test unit lint run env-up env-down binaries bench chaos clean
+.PHONY: venv deps test unit lint run env-up env-down binaries bench chaos clean constraints
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package to the version the suite last passed
+# with, so a venv (or an image, see Dockerfile) made next month is the tested one.
+$(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || PYTHON=python3
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -c constraints.txt pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 venv: $(STAMP)
+
+# After a deliberate upgrade (pip install -U ... in .venv, then make test):
+# write what is installed now as the new pins.
+constraints:
+	@{ echo "# Exact versions the suite passed with (runtime, test, bench): make constraints rewrites it."; \
+	   echo "# Used by the Makefile's venv and the Dockerfile: pip install -c constraints.txt"; \
+	   $(PY) -m pip freeze --all --exclude-editable | grep -v '^setuptools=='; } > constraints.txt
 
 # System packages and real components the integration tests run against
 # (cached under ~/.cache/interlook; quick when already there).

@@ -27,9 +27,9 @@ def make_app(core: Core) -> web.Application:
         if core.standby:
             # A healthy standby is ready to take over: it must pass readiness probes.
             return web.json_response({"status": "standby"})
-        crashed = {n: s for n, s in core.extension_status().items() if s["status"] != "running"}
-        if not core.started or crashed:
-            return web.json_response({"status": "unhealthy", "extensions": crashed}, status=503)
+        problems = core.health_problems()
+        if problems:
+            return web.json_response({"status": "unhealthy", "problems": problems}, status=503)
         return web.json_response({"status": "ok"})
 
     @routes.get("/services")
@@ -69,13 +69,25 @@ def make_app(core: Core) -> web.Application:
     return app
 
 
+# How long a client may take from opening a connection (or from the end of
+# the previous response) to the end of its request headers.  Without a bound,
+# connections that never finish their headers (slowloris) are held open, one
+# file descriptor each, until the process runs out of them.
+HEADER_TIMEOUT = 5.0
+
+
 class ApiServer:
-    def __init__(self, core: Core, host: str, port: int):
+    def __init__(self, core: Core, host: str, port: int, *, header_timeout: float = HEADER_TIMEOUT):
         self.core, self.host, self.port = core, host, port
+        self.header_timeout = header_timeout
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(make_app(self.core), access_log=None)
+        # aiohttp arms its keep-alive timer when a connection opens and when a
+        # response ends, and stops it only once a request's headers are
+        # complete: it is the bound on receiving headers (and on idle
+        # keep-alive connections, which this small API does not need to keep).
+        self._runner = web.AppRunner(make_app(self.core), access_log=None, keepalive_timeout=self.header_timeout)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

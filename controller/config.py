@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import yaml
 
@@ -237,6 +238,64 @@ class Section:
         except ValueError:
             self.error(key, f"not a valid IP address: {value!r}")
             return None
+
+
+    def url(self, key: builtins.str, default: builtins.str = "", *, schemes: Sequence[builtins.str],
+            example: builtins.str, bare_scheme: builtins.str = "", sends: builtins.str = "its credentials",
+            user_schemes: Sequence[builtins.str] = (), secret_sent: builtins.bool = True) -> builtins.str:
+        """A backend's URL: credentials in it are refused, plain http:// to another machine is warned about.
+
+        A password in a URL ends up wherever the URL is shown (a connection
+        error on a Service's annotations and Events, a log line), so the
+        config refuses it and says where the credential goes instead; error
+        messages show the URL with its user part masked.  ``bare_scheme``
+        is put in front of a bare ``host[:port]`` (what the Go clients
+        accepted); ``user_schemes`` may name a user (``ssh://deploy@host``),
+        never a password.  ``secret_sent`` False (e.g. Consul without an ACL
+        token): nothing secret travels, so plain http is not warned about.
+        """
+        value = self.str(key, default)
+        if not value:
+            return value
+        if "://" not in value and bare_scheme:
+            value = f"{bare_scheme}://{value}"
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            self.error(key, f"not a valid URL: {redact_url(value)!r}")
+            return value
+        if parts.password is not None or (parts.username is not None and parts.scheme not in user_schemes):
+            self.error(key, f"must not carry credentials ({redact_url(value)!r}): a URL is shown in errors and "
+                            f"logs; give them in the section's own keys (username, password or passwordFile, token)")
+            return value
+        if parts.scheme not in schemes or (parts.scheme not in ("unix", "npipe") and not parts.hostname):
+            self.error(key, f"must be a URL like {example}, got {redact_url(value)!r}")
+            return value
+        if parts.scheme == "http" and secret_sent and not _is_loopback(parts.hostname or ""):
+            self.warn(key, f"plain http:// sends {sends} unencrypted over the network; prefer https://")
+        return value.rstrip("/")
+
+
+def redact_url(url: builtins.str) -> builtins.str:
+    """The URL with whatever stands before ``@`` in its authority masked, for messages."""
+    try:
+        parts: SplitResult = urlsplit(url)
+    except ValueError:
+        return re.sub(r"(://)[^/@]*@", r"\1***@", url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def _is_loopback(host: builtins.str) -> builtins.bool:
+    """Traffic to this host never leaves the machine (a local Consul agent, a tunnel)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------------------

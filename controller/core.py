@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 from dataclasses import replace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from controller.config import CoreConfig
 from controller.entries import DEPLOYED, UNDEPLOYED, Entry, load_entries, save_entries
@@ -66,6 +66,11 @@ class Core:
         self._stopping = False
         self._sent_at: dict[tuple[str, int, str], float] = {}
         self._failing_steps: set[str] = set()  # steps that failed since they last worked
+        # Background tasks of the core that are not doing their job (crashed
+        # and waiting to restart, or failing each round): task -> reason.
+        # /health answers 503 while this is not empty.
+        self._task_problems: dict[str, str] = {}
+        self._task_failures: dict[str, int] = {}
         self.started = False
         # A standby replica (kopf peering) runs nothing; the API says so.
         self.standby = False
@@ -101,10 +106,10 @@ class Core:
             await self._stop_extensions()
             raise
         for name in self.steps:
-            self._tasks.append(asyncio.create_task(self._listen(name), name=f"listen-{name}"))
-        self._tasks.append(asyncio.create_task(self._housekeeper(), name="housekeeper"))
+            self._spawn(f"listener {name}", functools.partial(self._listen, name))
+        self._spawn("housekeeper", self._housekeeper)
         if self.config.workflow_entries_file:
-            self._tasks.append(asyncio.create_task(self._persister(), name="persister"))
+            self._spawn("persister", self._persister)
         self.started = True
         self._update_gauges()
         # Entries restored from disk that are not where they should be get going again.
@@ -119,6 +124,8 @@ class Core:
         self._from_ext = {n: asyncio.Queue() for n in self.extensions}
         self._sent_at.clear()
         self._failing_steps.clear()
+        self._task_problems.clear()
+        self._task_failures.clear()
         self._dirty.clear()
 
     async def _start_extension(self, name: str) -> None:
@@ -158,14 +165,14 @@ class Core:
         for entry in self.entries.values():
             if entry.work_in_progress and entry.state == name:
                 self._fail(entry, f"extension {name} crashed: {reason}")
-        self._tasks.append(asyncio.create_task(self._restart_extension(name), name=f"restart-{name}"))
+        restart = asyncio.create_task(self._restart_extension(name), name=f"restart {name}")
+        restart.add_done_callback(functools.partial(self._on_task_end, f"restart {name}"))
+        self._tasks.append(restart)
 
     async def _restart_extension(self, name: str) -> None:
         while not self._stopping:
             self._ext_restarts[name] += 1
-            delay = min(self.config.retry_backoff_base * 2 ** (self._ext_restarts[name] - 1),
-                        self.config.retry_backoff_max)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(self.backoff(self._ext_restarts[name]))
             if self._stopping:
                 return
             try:
@@ -173,6 +180,72 @@ class Core:
                 return
             except ExtensionStartError as exc:
                 log.error("restart of %s failed: %s", name, exc.reason)
+
+    def backoff(self, attempt: int) -> float:
+        """base·2^(attempt-1), capped; the exponent too, so a years-long outage cannot overflow a float."""
+        exponent = min(max(attempt - 1, 0), 64)
+        return float(min(self.config.retry_backoff_base * 2 ** exponent, self.config.retry_backoff_max))
+
+    # ------------------------------------------------------- background tasks
+    def _spawn(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
+        task = asyncio.create_task(self._supervise(name, body), name=name)
+        task.add_done_callback(functools.partial(self._on_task_end, name))
+        self._tasks.append(task)
+
+    async def _supervise(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
+        """Run one background task of the core for as long as the core runs.
+
+        Each of them (listeners, housekeeper, persister) loops forever: one
+        that ends is a defect, and without it entries stop moving or stop
+        being saved while everything looks fine.  So an unexpected end is
+        logged with its reason, shown on /health, and the task restarted
+        with backoff.
+        """
+        while True:
+            try:
+                await body()
+                reason = "returned"
+            except Exception as exc:
+                log.exception("core task %s crashed", name)
+                reason = f"{type(exc).__name__}: {exc}"
+            if self._stopping:
+                return
+            self._task_failures[name] = self._task_failures.get(name, 0) + 1
+            delay = self.backoff(self._task_failures[name])
+            self._task_problems[name] = f"ended unexpectedly ({reason}); restarted in {delay:g}s"
+            self.metrics.core_task_crashes.labels(name).inc()
+            log.error("core task %s ended unexpectedly (%s); restarting it in %gs", name, reason, delay)
+            await asyncio.sleep(delay)
+
+    def _task_ok(self, name: str) -> None:
+        """The task did its job once: it is healthy again."""
+        if name in self._task_problems:
+            del self._task_problems[name]
+            self._task_failures.pop(name, None)
+            log.info("core task %s works again", name)
+
+    def _task_failing(self, name: str, reason: str) -> None:
+        """The task runs but cannot do its job (e.g. the disk is full): say so on /health."""
+        self._task_problems[name] = reason
+
+    def _on_task_end(self, name: str, task: asyncio.Task[Any]) -> None:
+        """Last resort: a task that escaped its supervisor (cancelled, BaseException) is never silent."""
+        if self._stopping:
+            return
+        exc = None if task.cancelled() else task.exception()
+        if exc is None and not task.cancelled():
+            return  # finished its job (a restart that succeeded)
+        reason = "cancelled" if task.cancelled() else f"{type(exc).__name__}: {exc}"
+        log.error("core task %s died: %s", name, reason)
+        self._task_problems[name] = f"died: {reason}"
+
+    def health_problems(self) -> dict[str, str]:
+        """What keeps this core from doing its job: extension or task -> reason; empty when healthy."""
+        problems = {name: s["status"] for name, s in self.extension_status().items() if s["status"] != "running"}
+        problems.update(self._task_problems)
+        if not self.started:
+            problems["core"] = "not started"
+        return problems
 
     async def stop(self, *, abandon: bool = False) -> None:
         """Stop the extensions (letting in-flight steps finish), or cut them short with ``abandon``."""
@@ -213,6 +286,7 @@ class Core:
     async def _listen(self, name: str) -> None:
         queue = self._from_ext[name]
         while True:
+            self._task_ok(f"listener {name}")  # waiting for work is its job
             # The listener tags every message with the extension it came
             # from: whatever an extension wrote there is not trusted.
             message = replace(await queue.get(), sender=name)
@@ -265,8 +339,9 @@ class Core:
             entry.error = message.error
             entry.error_step = message.sender
             entry.info = message.info
-            # Not retried by us: the provider re-sends when the input changes.
-            entry.next_retry = float("inf")
+            # No retry is scheduled: the housekeeper never retries a
+            # provider's error, the provider re-sends when the input changes.
+            entry.next_retry = 0.0
             self._changed(entry)
 
     def _provider_add(self, entry: Entry | None, service: Service, now: float) -> None:
@@ -419,7 +494,7 @@ class Core:
         entry.error_step = entry.state
         entry.attempts += 1
         self._failing_steps.add(entry.state)
-        delay = min(self.config.retry_backoff_base * 2 ** (entry.attempts - 1), self.config.retry_backoff_max)
+        delay = self.backoff(entry.attempts)
         entry.next_retry = self.clock() + delay
         entry.generation += 1  # a late reply to the failed attempt is stale
         log.warning("%s failed at %s (attempt %d, retry in %.0fs): %s",
@@ -441,8 +516,11 @@ class Core:
             await asyncio.sleep(period)
             try:
                 self.housekeep()
-            except Exception:
+            except Exception as exc:
                 log.exception("housekeeper pass failed")
+                self._task_failing("housekeeper", f"a pass failed: {type(exc).__name__}: {exc}")
+                continue
+            self._task_ok("housekeeper")
 
     def housekeep(self) -> None:
         """One pass: time out stuck steps, retry errors, refresh stale entries, drop old ones."""
@@ -501,17 +579,31 @@ class Core:
         return {name: entry.snapshot() for name, entry in self.entries.items()}
 
     async def _persister(self) -> None:
-        """Write the entries file after every change; bursts of changes coalesce into one write."""
+        """Write the entries file after every change; bursts of changes coalesce into one write.
+
+        A write that fails (disk full, an entry that cannot be written) is
+        retried with backoff and shown on /health until one succeeds: the
+        file is the only state of a Swarm-only deployment.
+        """
         path = self.config.workflow_entries_file
+        failures = 0
         while True:
             await self._dirty.wait()
             self._dirty.clear()
             try:
                 await asyncio.to_thread(save_entries, path, self._copy_entries())
-            except OSError as exc:
-                log.error("cannot write %s: %s", path, exc)
-                await asyncio.sleep(1)
+            except Exception as exc:
+                failures += 1
+                if isinstance(exc, OSError):
+                    log.error("cannot write %s: %s", path, exc)
+                else:  # not the disk: an entry the file cannot hold, a defect
+                    log.exception("cannot write %s", path)
+                self._task_failing("persister", f"cannot write {path}: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(self.backoff(failures))
                 self._dirty.set()
+                continue
+            failures = 0
+            self._task_ok("persister")
 
     def _update_gauges(self) -> None:
         counts: dict[str, int] = {}

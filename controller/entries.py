@@ -9,6 +9,7 @@ last error.  The JSON shape is the Go program's, so its entries files and
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -28,6 +29,10 @@ _ZERO_TIME = "0001-01-01T00:00:00Z"
 def _iso(ts: float) -> str:
     if not ts:
         return _ZERO_TIME
+    if not math.isfinite(ts):
+        # A timestamp that cannot be written would make /services and the
+        # entries file fail for every entry: refuse it where it is made visible.
+        raise ValueError(f"timestamp {ts!r} is not a point in time")
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -57,6 +62,9 @@ class Entry:
     # reply to an earlier round is recognised and ignored.
     generation: int = 0
     attempts: int = 0
+    # When the housekeeper retries the failed step; 0 when no retry is
+    # scheduled: a provider's error waits for the provider to send the
+    # service again (its input changed), never for a clock.
     next_retry: float = 0.0
     refresh_sent: float = 0.0
     error_step: str = ""
@@ -88,6 +96,7 @@ class Entry:
             "close_time": _iso(self.close_time),
             "service": self.service.to_dict(),
             "attempts": self.attempts,
+            "error_step": self.error_step if self.error else "",
             "next_retry": _iso(self.next_retry) if self.error else _ZERO_TIME,
         }
 
@@ -109,6 +118,8 @@ class Entry:
             last_update=_from_iso(data.get("last_update")) or time.time(),
             close_time=_from_iso(data.get("close_time")),
             attempts=int(data.get("attempts") or 0),
+            error_step=str(data.get("error_step") or "") if data.get("error") else "",
+            next_retry=_from_iso(data.get("next_retry")) if data.get("error") else 0.0,
         )
 
 

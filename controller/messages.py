@@ -125,6 +125,20 @@ class Service:
         )
 
 
+def holder_as_seen_by(holder: str, viewer: str) -> str:
+    """How an error shown on ``viewer`` names the entry ``holder`` that holds what it wanted.
+
+    Errors go to the viewer's annotations and Events, which the people of
+    its namespace read: another namespace's Service names are none of their
+    business (nor a way to find them).  Entry names are ``namespace/name``
+    on Kubernetes; a name without ``/`` (Swarm) lives in one shared space.
+    """
+    if not holder:
+        return "another Service"
+    same_space = holder.rpartition("/")[0] == viewer.rpartition("/")[0]
+    return holder if same_space and holder != viewer else "another Service"
+
+
 @dataclass(frozen=True)
 class Message:
     action: Action

@@ -17,6 +17,9 @@ class Metrics:
                               ["extension"], registry=self.registry)
         self.extension_crashes = Counter("interlook_extension_crashes_total", "Extensions that stopped unexpectedly",
                                          ["extension"], registry=self.registry)
+        self.core_task_crashes = Counter("interlook_core_task_crashes_total",
+                                         "Background tasks of the core that ended unexpectedly and were restarted",
+                                         ["task"], registry=self.registry)
         self.step_latency = Histogram(
             "interlook_step_duration_seconds", "Time a workflow step took to answer", ["step", "direction"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),

@@ -25,6 +25,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from controller.messages import holder_as_seen_by
+
 TEXT_PREFIX = "interlook:"
 
 
@@ -88,14 +90,16 @@ class Ownership:
         """Made by this instance (for any entry): what an orphan sweep may consider."""
         return found is not None and found.instance == self.instance
 
-    def holder(self, found: Mark | None) -> str:
-        """Who holds a record, in words fit for an error shown on another Service.
+    def holder(self, found: Mark | None, viewer: str = "") -> str:
+        """Who holds a record, in words fit for an error shown on the Service ``viewer``.
 
-        Never the other Service's name: it may be in a namespace the reader
-        has no business seeing.
+        Another namespace's Service is never named (see
+        controller.messages.holder_as_seen_by); another instance's entries
+        never are either: only the instance id, which is what the operator
+        needs to find it.
         """
         if found is None:
             return "something other than Interlook"
         if found.instance and found.instance != self.instance:
             return f"another Interlook instance ({found.instance})"
-        return "another Service"
+        return holder_as_seen_by(found.entry, viewer) if viewer else "another Service"

@@ -36,20 +36,24 @@ class World:
     duplicates: list[str] = field(default_factory=list)
 
 
-async def observe(kube: Kube, namespace: str, consul: ConsulServer | None, f5: F5Process | None) -> World:
+async def observe(kube: Kube, namespace: str, consul: ConsulServer | None, f5: F5Process | None,
+                  instance: str | None = None) -> World:
+    """What the namespace's Services and Interlook's records say (only ``instance``'s records, when given)."""
     world = World()
     for obj in await kube.services(namespace):
         world.services[obj["metadata"]["name"]] = obj
     prefix = f"{namespace}/"
     if consul is not None:
-        owners = await asyncio.to_thread(consul.owned_nodes)
+        owners = await asyncio.to_thread(consul.owned_nodes, instance)
         world.consul = {k[len(prefix):]: v for k, v in owners.items() if k.startswith(prefix)}
     if f5 is not None:
-        owners = await asyncio.to_thread(f5.owned_objects)
+        owners = await asyncio.to_thread(f5.owned_objects, instance)
         world.f5 = {k[len(prefix):]: v for k, v in owners.items() if k.startswith(prefix)}
     every_ip: list[str] = []
     for item in await kube.ip_allocations():
         spec = item.get("spec") or {}
+        if instance is not None and spec.get("instance") != instance:
+            continue
         every_ip.append(str(spec.get("ip")))
         owner = str(spec.get("owner", ""))
         if owner.startswith(prefix):
@@ -57,9 +61,13 @@ async def observe(kube: Kube, namespace: str, consul: ConsulServer | None, f5: F
     world.duplicates += [f"address {ip} allocated {n} times" for ip, n in Counter(every_ip).items() if n > 1]
     world.duplicates += [f"{owner} holds {len(ips)} addresses {ips}" for owner, ips in world.allocations.items()
                          if len(ips) > 1]
-    shown = Counter(annotations_of(o).get(PUBLIC_IP_KEY) for o in world.services.values()
-                    if annotations_of(o).get(PUBLIC_IP_KEY))
-    world.duplicates += [f"public IP {ip} shown on {n} Services" for ip, n in shown.items() if n > 1]
+    shown: dict[str, list[str]] = {}
+    for name, obj in sorted(world.services.items()):
+        ip = annotations_of(obj).get(PUBLIC_IP_KEY)
+        if ip:
+            shown.setdefault(ip, []).append(name + (" (deleting)" if obj["metadata"].get("deletionTimestamp") else ""))
+    world.duplicates += [f"public IP {ip} shown on {len(names)} Services: {', '.join(names)}"
+                         for ip, names in shown.items() if len(names) > 1]
     return world
 
 
@@ -94,12 +102,13 @@ def problems(world: World, live: set[str], deleted: set[str], *, consul: bool = 
 
 
 async def converge(kube: Kube, namespace: str, consul: ConsulServer | None, f5: F5Process | None,
-                   live: set[str], deleted: set[str], timeout: float) -> tuple[float, World, list[str], int]:
+                   live: set[str], deleted: set[str], timeout: float,
+                   instance: str | None = None) -> tuple[float, World, list[str], int]:
     """Poll until converged or ``timeout``: (seconds taken, last world, last problems, most duplicates seen)."""
     started = time.monotonic()
     worst = 0
     while True:
-        world = await observe(kube, namespace, consul, f5)
+        world = await observe(kube, namespace, consul, f5, instance)
         worst = max(worst, len(world.duplicates))
         found = problems(world, live, deleted, consul=consul is not None, f5=f5 is not None)
         elapsed = time.monotonic() - started

@@ -31,6 +31,7 @@ from tests.chaos.harness import (
     write_config,
 )
 from tests.helpers import require_component
+from tests.swarm.conftest import services, swarm  # noqa: F401 (fixtures of the Swarm malformed-labels test)
 
 BUILD_HINT = "bash scripts/build-binaries.sh all, or make deps"
 # Tighter than the defaults, so faults heal within a test's patience.

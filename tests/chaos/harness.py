@@ -14,8 +14,9 @@ stopped, restarted or flooded by one test, so this module starts its own:
   would.
 * :class:`F5Process` -- the BIG-IP simulator (tests/simulators/f5.py) as a
   process, with its ``/__sim`` controls.
-* :class:`Controller` -- ``kopf run --standalone -A controller/main.py`` as a
-  subprocess: start, SIGKILL, restart, CPU and memory from /proc.
+* :class:`Controller` -- ``kopf run --standalone -A controller/main.py`` (or
+  one replica under ``--peering``) as a subprocess: start, SIGKILL, restart,
+  CPU and memory from /proc.
 * :class:`Kube` -- a small async REST client (httpx) for the driver: create,
   patch, delete, list and watch, no kubernetes-client overhead in the figures.
 """
@@ -107,6 +108,7 @@ class ControlPlane:
 
     state_dir: Path
     audit: bool = False
+    users: tuple[str, ...] = ()   # more client users, e.g. one per replica, told apart in the audit log
     etcd_port: int = 0
     api_port: int = 0
     _etcd: subprocess.Popen[bytes] | None = None
@@ -123,6 +125,10 @@ class ControlPlane:
     @property
     def audit_log(self) -> Path:
         return self.state_dir / "audit.log"
+
+    @property
+    def all_users(self) -> tuple[str, ...]:
+        return ("admin", CONTROLLER_USER, DRIVER_USER, *self.users)
 
     def kubeconfig(self, user: str) -> Path:
         return self.state_dir / f"kubeconfig-{user}"
@@ -156,7 +162,7 @@ class ControlPlane:
                  "--initial-cluster", f"bench=http://127.0.0.1:{peer}",
                  "--unsafe-no-fsync", "--log-level", "warn", "--quota-backend-bytes", str(4 << 30)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        for user in ("admin", CONTROLLER_USER, DRIVER_USER):
+        for user in self.all_users:
             self._write_kubeconfig(user)
         self.start_apiserver(binary_path=apiserver)
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig("admin"))}
@@ -225,7 +231,7 @@ class ControlPlane:
     # -- certificates, as kube.sh makes them, plus one client certificate per user --------
     def _make_pki(self) -> None:
         pki = self.pki
-        if (pki / f"{DRIVER_USER}.crt").exists():
+        if all((pki / f"{user}.crt").exists() for user in self.all_users):
             return
         pki.mkdir(parents=True, exist_ok=True)
 
@@ -243,7 +249,7 @@ class ControlPlane:
                 "-out", "serving.csr")
         openssl("x509", "-req", "-in", "serving.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
                 "-days", "3650", "-extfile", "serving.ext", "-out", "serving.crt")
-        for user in ("admin", CONTROLLER_USER, DRIVER_USER):
+        for user in self.all_users:
             openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/O=system:masters/CN={user}",
                     "-keyout", f"{user}.key", "-out", f"{user}.csr")
             openssl("x509", "-req", "-in", f"{user}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
@@ -425,12 +431,14 @@ def write_config(path: Path, *, consul_url: str, f5: F5Process, namespaces: tupl
 
 @dataclass
 class Controller:
-    """``kopf run --standalone -A controller/main.py`` as a subprocess."""
+    """``kopf run --standalone -A controller/main.py`` (or one replica under peering) as a subprocess."""
 
     config: Path
     kubeconfig: Path
     log_file: Path
     listen_port: int
+    peering: str = ""   # with a name: ``--peering=NAME --priority=N`` instead of ``--standalone``
+    priority: int = 0
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     kills: int = 0
@@ -442,8 +450,9 @@ class Controller:
         with self.log_file.open("ab") as log:
             log.write(f"\n===== start {self.starts + 1} at {time.strftime('%H:%M:%S')} =====\n".encode())
             log.flush()
+            mode = [f"--peering={self.peering}", f"--priority={self.priority}"] if self.peering else ["--standalone"]
             self.process = subprocess.Popen(
-                [str(ROOT / ".venv/bin/kopf"), "run", "--standalone", "-A", "controller/main.py"],
+                [str(ROOT / ".venv/bin/kopf"), "run", *mode, "-A", "controller/main.py"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         self.starts += 1
@@ -557,21 +566,30 @@ class Kube:
 
     async def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
                       ok: tuple[int, ...] = (200, 201, 202), retry_for: float = 0.0) -> Any:
-        """One call; with ``retry_for``, connection errors and 5xx are retried (the API server may be restarting)."""
+        """One call; with ``retry_for``, what a restarting API server answers is retried.
+
+        That is connection errors, 5xx, and 429 "come back later" (e.g.
+        ``storage is (re)initializing`` while a CRD's storage starts again
+        after a restart), waiting its Retry-After, as the product's client
+        does (extensions/kube_api.py).
+        """
         deadline = time.monotonic() + retry_for
         while True:
+            pause = 0.5
             try:
                 answer = await self.client.request(
                     method, path, content=None if body is None else json.dumps(body),
                     headers={"Content-Type": content_type})
                 if answer.status_code in ok:
                     return answer.json() if answer.content else None
-                if answer.status_code < 500 or time.monotonic() > deadline:
+                transient = answer.status_code >= 500 or answer.status_code == 429
+                if not transient or time.monotonic() > deadline:
                     raise ApiError(answer.status_code, f"{method} {path}: {answer.status_code} {answer.text[:300]}")
+                pause = _retry_after(answer)
             except httpx.TransportError:
                 if time.monotonic() > deadline:
                     raise
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(pause)
 
     async def create(self, path: str, body: Any, *, retry_for: float = 0.0, exist_ok: bool = False) -> Any:
         ok = (200, 201, 202, 409) if exist_ok else (200, 201, 202)
@@ -642,6 +660,14 @@ class Kube:
                 await asyncio.sleep(0.5)
 
 
+def _retry_after(answer: httpx.Response) -> float:
+    """The server's Retry-After in seconds (as extensions/kube_api.py reads it), else half a second."""
+    try:
+        return min(max(float(answer.headers.get("Retry-After", "0.5")), 0.1), 10.0)
+    except ValueError:
+        return 0.5
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -662,6 +688,7 @@ class Request:
     verb: str
     resource: str
     subresource: str
+    name: str = ""
 
 
 def read_audit(path: Path) -> list[Request]:
@@ -685,7 +712,7 @@ def read_audit(path: Path) -> list[Request]:
             ref = event.get("objectRef") or {}
             stamp = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
             out.append(Request(stamp, (event.get("user") or {}).get("username", ""), event.get("verb", ""),
-                               ref.get("resource", ""), ref.get("subresource", "")))
+                               ref.get("resource", ""), ref.get("subresource", ""), ref.get("name", "")))
     return out
 
 

@@ -38,6 +38,7 @@ async def test_sigkill_at_random_instants_converges(kube: Kube, namespace: str, 
     live: set[str] = set()
     deleted: set[str] = set()
     worst_duplicates = 0
+    duplicates_seen: list[str] = []
 
     async def burst() -> None:
         for i in range(services):
@@ -59,8 +60,9 @@ async def test_sigkill_at_random_instants_converges(kube: Kube, namespace: str, 
         for _ in range(kills):
             await asyncio.sleep(rng.uniform(0.2, 2 * span / kills))
             controller.kill()
-            worst_duplicates = max(worst_duplicates,
-                                   len((await observe(kube, namespace, consul_server, f5)).duplicates))
+            seen = (await observe(kube, namespace, consul_server, f5)).duplicates
+            worst_duplicates = max(worst_duplicates, len(seen))
+            duplicates_seen.extend(f"after kill {controller.kills}: {d}" for d in seen)
             await asyncio.sleep(rng.uniform(0.0, 1.0))
             controller.start(wait=False)
 
@@ -77,5 +79,5 @@ async def test_sigkill_at_random_instants_converges(kube: Kube, namespace: str, 
            converged=not found, time_to_converge_s=round(burst_done - started + took, 1),
            after_last_restart_s=round(took, 1), duplicates_found=worst_duplicates, problems=len(found))
     assert controller.kills == kills
-    assert worst_duplicates == 0, summary(world.duplicates)
+    assert worst_duplicates == 0, summary(duplicates_seen + world.duplicates)
     assert not found, f"not converged after {took:.0f}s (seed {seed}):\n{summary(found)}"

@@ -164,3 +164,49 @@ def test_the_embedded_default_config_is_valid():
     result = run_cli("check-config", str(ROOT / "config.yml"))
     assert result.returncode == 0, result.stderr
     assert "provider.kubernetes" in result.stdout and "provisioner.ipalloc" in result.stdout
+
+
+# Every backend URL goes through one rule (controller/config.py Section.url).
+BACKEND_URLS = {
+    "lb.f5ltm.httpEndpoint": ("lb:\n  f5ltm: {{httpEndpoint: '{url}', username: admin, password: pw}}\n",
+                              "provisioner.f5ltm"),
+    "lb.kemplm.endpoint": ("lb:\n  kemplm: {{endpoint: '{url}', username: bal, password: pw}}\n",
+                           "provisioner.kemplm"),
+    "dns.consul.url": ("dns:\n  consul: {{url: '{url}', token: secret-token}}\n", "provisioner.consul"),
+    "provider.swarm.endpoint": ("provider:\n  swarm: {{endpoint: '{url}'}}\n", "provider.swarm"),
+}
+
+
+def backend_config(tmp_path: Path, key: str, url: str) -> Path:
+    section, step = BACKEND_URLS[key]
+    provider = "provider.swarm" if step != "provider.swarm" else ""
+    steps = ",".join(s for s in (provider, step) if s)
+    swarm = "provider:\n  swarm: {endpoint: 'unix:///var/run/docker.sock'}\n" if provider else ""
+    path = tmp_path / "config.yml"
+    path.write_text(f"core: {{workflowSteps: '{steps}'}}\n{swarm}{section.format(url=url)}")
+    return path
+
+
+@pytest.mark.parametrize("key", sorted(BACKEND_URLS))
+def test_credentials_in_any_backend_url_are_refused_and_never_echoed(tmp_path, key):
+    scheme = "tcp" if key.startswith("provider.swarm") else "https"
+    found = problems(backend_config(tmp_path, key, f"{scheme}://admin:hunter2@backend.example:8443"))
+    mine = [p for p in found if p.startswith(f"{key}: ")]
+    assert mine and "must not carry credentials" in mine[0], found
+    assert not any("hunter2" in p or "admin:" in p for p in found)
+
+
+@pytest.mark.parametrize("key", sorted(k for k in BACKEND_URLS if not k.startswith("provider.swarm")))
+def test_plain_http_to_another_machine_is_a_warning(tmp_path, key):
+    config = read_config(str(backend_config(tmp_path, key, "http://backend.example:8080")))
+    assert any(w.path == key and "plain http://" in w.reason for w in config.warnings), config.warnings
+
+
+def test_plain_http_to_a_local_agent_is_not_warned_about(tmp_path):
+    config = read_config(str(backend_config(tmp_path, "dns.consul.url", "http://127.0.0.1:8500")))
+    assert not [w for w in config.warnings if w.path == "dns.consul.url"]
+
+
+def test_a_bad_url_is_reported_with_its_user_part_masked(tmp_path):
+    found = problems(backend_config(tmp_path, "lb.f5ltm.httpEndpoint", "https://root:hunter2@bigip:port"))
+    assert "lb.f5ltm.httpEndpoint: not a valid URL: 'https://***@bigip:port'" in found

@@ -383,3 +383,91 @@ async def test_delete_of_an_unknown_service_walks_every_step_back(world, journal
     await settled(core, "ns/gone", UNDEPLOYED)
     assert journal == [("provisioner.lb", "delete", "ns/gone"), ("provisioner.dns", "delete", "ns/gone"),
                        ("provisioner.ipalloc", "delete", "ns/gone")]
+
+
+async def test_a_provider_error_waits_for_the_provider_and_is_saved(world, journal):
+    core, provider, _, clock = world
+    await provider.send_queue.put(Message(Action.ADD, Service(name="ns/bad"), error="interlook.port: 'http'"))
+    await core.wait_for(lambda: "ns/bad" in core.entries)
+    saved = core.entries["ns/bad"].to_dict()
+    assert saved["error_step"] == "provider.fake"
+    assert saved["next_retry"] == "0001-01-01T00:00:00Z"  # no retry scheduled: it waits for the provider
+    path = Path(core.config.workflow_entries_file)
+    await core.wait_for(lambda: path.exists() and "ns/bad" in json.loads(path.read_text()))
+    clock.now += 10**6
+    core.housekeep()
+    assert journal == []  # never retried by the clock
+    assert core.health_problems() == {}
+
+
+async def test_a_provider_error_reloaded_from_the_file_is_still_not_provisioned(tmp_path, journal):
+    path = tmp_path / "entries.json"
+    clock = Clock()
+    config = CoreConfig(workflow_steps=("provider.fake", "provisioner.ipalloc"), workflow_entries_file=str(path))
+
+    def build() -> tuple[Core, FakeProvider]:
+        provider = FakeProvider()
+        ipam = RecordingProvisioner("provisioner.ipalloc", journal)
+        return Core(config, {"provider.fake": provider, "provisioner.ipalloc": ipam}, clock=clock), provider
+
+    core, provider = build()
+    await core.start()
+    await provider.send_queue.put(Message(Action.ADD, Service(name="ns/bad"), error="bad label"))
+    await core.wait_for(lambda: "ns/bad" in core.entries)
+    await core.stop()
+    again, _ = build()
+    await again.start()
+    try:
+        assert again.entries["ns/bad"].error_step == "provider.fake"
+        clock.now += 10**6
+        again.housekeep()
+        assert journal == []
+    finally:
+        await again.stop()
+
+
+async def test_a_persister_that_cannot_write_says_so_on_health_and_recovers(world, monkeypatch):
+    core, provider, _, _ = world
+    import controller.core as core_module
+
+    real_save = core_module.save_entries
+
+    def broken(path: str, entries: object) -> None:
+        raise ValueError("an entry the file cannot hold")
+
+    monkeypatch.setattr(core_module, "save_entries", broken)
+    await provider.publish(svc())
+    await core.wait_for(lambda: "persister" in core.health_problems())
+    assert "an entry the file cannot hold" in core.health_problems()["persister"]
+    monkeypatch.setattr(core_module, "save_entries", real_save)
+    await core.wait_for(lambda: "persister" not in core.health_problems(), timeout=20)
+    path = Path(core.config.workflow_entries_file)
+    assert "ns/web" in json.loads(path.read_text())
+
+
+async def test_a_core_task_that_ends_is_logged_restarted_and_shown_on_health(world, caplog):
+    core, _, _, _ = world
+    runs: list[int] = []
+    back = asyncio.Event()
+
+    async def body() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise RuntimeError("lost its way")
+        back.set()
+        await asyncio.Event().wait()
+
+    core._spawn("probe task", body)
+    await core.wait_for(lambda: "probe task" in core.health_problems())
+    assert "RuntimeError: lost its way" in core.health_problems()["probe task"]
+    assert "core task probe task ended unexpectedly" in caplog.text
+    await asyncio.wait_for(back.wait(), timeout=10)
+    assert len(runs) == 2
+    assert core.metrics.core_task_crashes.labels("probe task")._value.get() == 1
+
+
+def test_backoff_never_overflows():
+    core = Core(CoreConfig(workflow_steps=("provider.fake",), retry_backoff_base=1, retry_backoff_max=300),
+                {"provider.fake": FakeProvider()})
+    assert core.backoff(1) == 1
+    assert core.backoff(5000) == 300

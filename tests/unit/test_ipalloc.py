@@ -214,8 +214,8 @@ async def test_a_legacy_allocation_is_adopted_for_its_own_entry_only():
     store.allocations["10.9.0.3"] = Mark("", "ns/web")
     prov = provisioner_with(store, {"ns/web": Service(name="ns/web")})
     await prov.setup()
-    reply = await prov.handle(add("ns/other", requested_ip="10.9.0.3"))
-    assert "another Service" in reply.error and "ns/web" not in reply.error
+    reply = await prov.handle(add("team-b/other", requested_ip="10.9.0.3"))
+    assert "another Service" in reply.error and "ns/web" not in reply.error  # another namespace's
     reply = await prov.handle(add("ns/web"))
     assert reply.service.public_ip == "10.9.0.3"
     assert store.allocations["10.9.0.3"] == Mark("il-one", "ns/web")  # re-marked: ours from now on
@@ -238,3 +238,13 @@ def test_an_owner_that_comes_back_between_passes_is_not_an_orphan():
     assert sweep.confirmed({"a"}, {"a"}) == set()
     assert sweep.confirmed({"a"}, set()) == set()
     assert sweep.confirmed({"a"}, set()) == {"a"}
+
+
+async def test_a_requested_address_held_in_another_namespace_does_not_name_that_service():
+    # The error goes to the requester's annotations and Events: another namespace's names stay private.
+    prov = await started(config(network_cidr="10.0.0.0/24"))
+    assert (await prov.handle(add("team-a/db", requested_ip="10.0.0.15"))).error == ""
+    taken = await prov.handle(add("team-b/web", requested_ip="10.0.0.15"))
+    assert taken.error == "requested IP 10.0.0.15 is already given to another Service"
+    same_namespace = await prov.handle(add("team-a/web", requested_ip="10.0.0.15"))
+    assert same_namespace.error == "requested IP 10.0.0.15 is already given to team-a/db"

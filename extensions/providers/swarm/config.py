@@ -13,6 +13,8 @@ from extensions.providers.swarm.labels import LabelSelectorError, parse_label_se
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 DEFAULT_POLL_INTERVAL = 15.0
+# What the Docker SDK connects to; ssh:// names its account as ssh://user@host.
+DOCKER_SCHEMES = ("unix", "tcp", "http", "https", "ssh", "npipe")
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,10 @@ class SwarmConfig:
 
     @classmethod
     def from_section(cls, section: Section) -> SwarmConfig:
-        endpoint = section.str("endpoint") or os.environ.get("DOCKER_HOST", "") or DEFAULT_ENDPOINT
-        if "://" not in endpoint:
-            section.error("endpoint", f"must be a URL like unix:///var/run/docker.sock or tcp://host:2376, "
-                                      f"got {endpoint!r}")
+        default = os.environ.get("DOCKER_HOST", "") or DEFAULT_ENDPOINT
+        endpoint = section.url("endpoint", default, schemes=DOCKER_SCHEMES, user_schemes=("ssh",),
+                               example="unix:///var/run/docker.sock or tcp://host:2376",
+                               sends="every request to the Docker daemon")
         selector = tuple(section.str_list("labelSelector"))
         try:
             parse_label_selector(selector)

@@ -48,23 +48,17 @@ class ConsulConfig:
 
     @classmethod
     def from_section(cls, s: Section) -> ConsulConfig:
-        url = s.str("url", DEFAULT_URL)
-        if "://" not in url:  # the Go client accepts a bare host:port
-            url = f"http://{url}"
-        parts = urlsplit(url)
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            s.error("url", f"not a valid URL: {url!r}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            s.error("url", f"must be http(s)://host[:port], got {url!r}")
+        # A bare host:port is the Go client's form: plain http to it.
+        token = s.secret("token")
+        url = s.url("url", DEFAULT_URL, schemes=("http", "https"), example="https://consul.example:8501",
+                    bare_scheme="http", sends="the ACL token", secret_sent=bool(token))
         interval = s.duration("reconcileInterval", 60.0)
         if interval <= 0:
             s.error("reconcileInterval", "must be a positive duration")
             interval = 60.0
         return cls(
-            url=url.rstrip("/"),
-            token=s.secret("token"),
+            url=url,
+            token=token,
             domain=s.str("domain", "consul").strip(".") or "consul",
             ca_file=s.file("caFile"),
             service_port=s.port("servicePort", 0),

@@ -141,11 +141,11 @@ class Record:
         rules = Ownership(self.instance)
         if state.node is not None and not rules.may_change(state.node.mark, self.owner):
             return (f"{self.name} is already in Consul as node {state.node.name}, "
-                    f"held by {rules.holder(state.node.mark)}")
+                    f"held by {rules.holder(state.node.mark, self.owner)}")
         for instance in state.instances:
             if instance.node != self.name:
                 return (f"{self.name} is already in Consul as a service on node {instance.node}, "
-                        f"held by {rules.holder(instance.mark)}")
+                        f"held by {rules.holder(instance.mark, self.owner)}")
         return ""
 
     def is_current(self, node: NodeState | None) -> bool:

@@ -41,7 +41,11 @@ class F5Config:
 
     @classmethod
     def from_section(cls, s: Section) -> F5Config:
-        endpoint = s.str("httpEndpoint", required=True)
+        if not s.has("httpEndpoint"):
+            s.error("httpEndpoint", "is required")
+        # A bare host is the Go client's form: it spoke HTTPS to it.
+        endpoint = s.url("httpEndpoint", schemes=("https", "http"), example="https://bigip.example",
+                         bare_scheme="https", sends="the BIG-IP credentials and token")
         username = s.str("username", required=True)
         password = s.secret("password")
         if not password:

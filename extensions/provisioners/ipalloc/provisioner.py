@@ -133,7 +133,7 @@ class IPAllocProvisioner(BaseExtension):
             if ip is None:
                 holder = self._holders.get(requested) or self._claiming.get(requested)
                 return message.failed(f"requested IP {requested} is already given to "
-                                      f"{self.ownership.holder(holder)}")
+                                      f"{self.ownership.holder(holder, owner)}")
             await self._release_others(owner, keep=ip)
             return message.reply(service=_with_ip(service, ip))
         held = [ip for ip in self._owned_by(owner) if self.config.contains(ip)]

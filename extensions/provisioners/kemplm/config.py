@@ -9,7 +9,6 @@ Keys of the Go Interlook (``endpoint``, ``username``, ``password``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from controller.config import Section
 
@@ -29,15 +28,10 @@ class KempConfig:
 
     @classmethod
     def from_section(cls, s: Section) -> KempConfig:
-        endpoint = s.str("endpoint", required=True).rstrip("/")
-        if endpoint:
-            parts = urlsplit(endpoint)
-            if parts.scheme not in ("https", "http") or not parts.hostname:
-                s.error("endpoint", f"must be a URL like https://loadmaster.example, got {endpoint!r}")
-            elif parts.username or parts.password:
-                s.error("endpoint", "must not carry credentials; use username and password (or passwordFile)")
-            elif parts.scheme == "http":
-                s.warn("endpoint", "plain http sends the LoadMaster credentials unencrypted")
+        if not s.has("endpoint"):
+            s.error("endpoint", "is required")
+        endpoint = s.url("endpoint", schemes=("https", "http"), example="https://loadmaster.example",
+                         sends="the LoadMaster credentials")
         config = cls(
             endpoint=endpoint,
             username=s.str("username"),
