@@ -78,6 +78,10 @@ class AbandoningWriter(RecordingWriter):
     def __init__(self) -> None:
         super().__init__([])
         self.abandoned = False
+        self.hidden: list[str] = []
+
+    async def hide_address(self, namespace: str, name: str, body: Any) -> None:
+        self.hidden.append(f"{namespace}/{name}")
 
     def abandon(self) -> None:
         self.abandoned = True
@@ -93,6 +97,7 @@ async def test_abandon_stops_every_task_and_forgets_every_service() -> None:
     assert deletion is not None
     await asyncio.sleep(0)
     assert (await sent.get()).action.value == "delete"  # the undo was asked; now it waits for the core
+    assert writer.hidden == ["shop/web"]  # its address was hidden before the undo could free it
     rt.abandon()  # pre-empted by a peer: nothing more may be written from here
     with contextlib.suppress(asyncio.CancelledError):
         await deletion

@@ -25,7 +25,7 @@ import asyncio
 import itertools
 import logging
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Awaitable, Callable, Collection, Mapping
 
 from controller.entries import DEPLOYED, UNDEPLOYED, Entry
 from controller.messages import Service
@@ -321,6 +321,10 @@ class ServiceLifecycle:
             tracked.pending = ""
             tracked.stripping = False
             done = tracked.undone = tracked.undone or asyncio.Event()
+            # The address the Service shows goes first: the undo frees it, and
+            # nothing may show it once another Service can be given it.
+            await self._retrying("hide the address of", namespace, name, lambda: self.writer.hide_address(
+                namespace, name, self.indexes.service_body(namespace, name) or body))
             await self._ask_undo(namespace, name, body)
             while not self.entry_is_undone(key):
                 try:
@@ -349,13 +353,17 @@ class ServiceLifecycle:
             await self.provider.forget(namespace, name)
 
     async def _release(self, namespace: str, name: str) -> None:
+        await self._retrying("release the finalizer of", namespace, name,
+                             lambda: self.writer.release_finalizer(namespace, name, self.finalizer))
+
+    async def _retrying(self, what: str, namespace: str, name: str, write: Callable[[], Awaitable[None]]) -> None:
+        """A write a deletion cannot go on without: retried with backoff until it is done."""
         for attempt in itertools.count():
             try:
-                await self.writer.release_finalizer(namespace, name, self.finalizer)
+                await write()
                 return
             except Exception as exc:
-                log.warning("cannot release the finalizer of %s/%s (%s); retrying", namespace, name,
-                            brief_error(exc))
+                log.warning("cannot %s %s/%s (%s); retrying", what, namespace, name, brief_error(exc))
                 await asyncio.sleep(_backoff(attempt))
 
     async def forget_if_published(self, namespace: str, name: str) -> None:

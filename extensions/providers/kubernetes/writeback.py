@@ -235,6 +235,28 @@ class StatusWriter:
             if exc.status != 404:
                 raise
 
+    async def hide_address(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        """A Service being deleted stops showing its public IP, before the IP step may free it.
+
+        Otherwise, for the time between the address being freed and the
+        finalizer being released, the address freed could be given to a new
+        Service and shown on two Services at once.
+        """
+        path = service_path(namespace, name)
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        key = self.scope.key(PUBLIC_IP)
+        try:
+            if annotations.get(key):
+                await self.api.patch(path, {"metadata": {"annotations": {key: None,
+                                                                         self.scope.key(STATE): UNDEPLOYING}}})
+                self.writes += 1
+            if ((body.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
+                await self.api.patch(f"{path}/status", {"status": {"loadBalancer": {"ingress": []}}})
+                self.writes += 1
+        except KubeApiError as exc:
+            if exc.status != 404:
+                raise
+
     async def post_event(self, name: str, event: Event) -> None:
         namespace, short = split_entry_name(name)
         body = self.body_of(namespace, short) or {}
