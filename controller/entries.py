@@ -9,18 +9,17 @@ last error.  The JSON shape is the Go program's, so its entries files and
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Mapping
 
+from controller.files import write_atomic
 from controller.messages import Service
+from controller.status import DEPLOYED, UNDEPLOYED, EntryStatus
 
-DEPLOYED = "deployed"
-UNDEPLOYED = "undeployed"
+__all__ = ["DEPLOYED", "UNDEPLOYED", "Entry", "dump_entries", "load_entries", "save_entries"]
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -75,6 +74,14 @@ class Entry:
     def snapshot(self) -> Entry:
         return replace(self)
 
+    def status(self) -> EntryStatus:
+        """The read-only view status sinks get (controller/status.py)."""
+        return EntryStatus(
+            name=self.name, service=self.service, state=self.state, expected_state=self.expected_state,
+            work_in_progress=self.work_in_progress, error=self.error, error_step=self.error_step,
+            info=self.info, wip_time=self.wip_time, time_detected=self.time_detected,
+            last_update=self.last_update, close_time=self.close_time, attempts=self.attempts)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "work_in_progress": self.work_in_progress,
@@ -114,31 +121,6 @@ class Entry:
 
 def dump_entries(entries: Mapping[str, Entry]) -> dict[str, Any]:
     return {name: entry.to_dict() for name, entry in sorted(entries.items())}
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write a file so that a crash leaves either the old or the new content, never half."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(target.parent))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with _suppress_os():
-            os.unlink(tmp)
-        raise
-
-
-class _suppress_os:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is not None and issubclass(exc[0], OSError)  # type: ignore[arg-type]
 
 
 def save_entries(path: str, entries: Mapping[str, Entry]) -> None:

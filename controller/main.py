@@ -35,8 +35,9 @@ from typing import Any, Mapping
 import kopf
 
 from controller.app import App, build_app, read_config, setup_logging
-from controller.entries import DEPLOYED, UNDEPLOYED, Entry
+from controller.entries import DEPLOYED, UNDEPLOYED
 from controller.messages import Service
+from controller.status import EntryStatus
 from extensions.kube_api import KubeApi
 from extensions.providers.kubernetes.contract import (
     PUBLIC_IP,
@@ -96,7 +97,7 @@ class Runtime:
     scope: Scope = field(default_factory=Scope)
     finalizer: str = "interlook.io/finalizer"
     indices: dict[str, Any] = field(default_factory=dict)
-    last_seen: dict[str, Entry] = field(default_factory=dict)
+    last_seen: dict[str, EntryStatus] = field(default_factory=dict)
     pending: dict[str, str] = field(default_factory=dict)      # entry -> why it is not published
     undeployed: dict[str, asyncio.Event] = field(default_factory=dict)
     stripping: set[str] = field(default_factory=set)           # entries no longer ours, to clean
@@ -151,7 +152,7 @@ class Runtime:
             self.pending.pop(key, None)
 
     # -- core side ------------------------------------------------------------------
-    def on_entry(self, entry: Entry) -> None:
+    def on_entry(self, entry: EntryStatus) -> None:
         """The status sink: runs on the operator's loop for every changed entry."""
         before = self.last_seen.get(entry.name)
         self.last_seen[entry.name] = entry

@@ -8,7 +8,7 @@ import pytest
 
 from controller.extension import ExtensionContext
 from controller.messages import Action, Service
-from extensions.orphans import OrphanSweep
+from extensions.kit.orphans import OrphanSweep
 from extensions.provisioners.f5ltm import F5Provisioner
 from tests.f5.helpers import make_config, message, service
 from tests.simulators.f5 import F5Simulator

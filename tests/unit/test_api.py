@@ -7,8 +7,9 @@ import aiohttp
 from controller.api import ApiServer
 from controller.config import CoreConfig
 from controller.core import Core
-from controller.entries import DEPLOYED
 from controller.messages import Service, Target
+from controller.status import DEPLOYED
+from tests.helpers import eventually
 from tests.unit.fakes import FakeProvider, RecordingProvisioner
 
 
@@ -24,7 +25,7 @@ async def test_api_serves_entries_in_the_go_shape_and_metrics():
     try:
         await provider.publish(Service(name="ns/web", targets=(Target("10.0.0.1", 30000),),
                                        dns_names=("web.example.com",)))
-        await core.wait_for(lambda: getattr(core.entries.get("ns/web"), "state", "") == DEPLOYED)
+        await eventually(lambda: getattr(core.entries.get("ns/web"), "state", "") == DEPLOYED)
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/health") as r:
                 assert r.status == 200

@@ -160,7 +160,7 @@ def test_bad_pool_configs_are_errors(keys, path):
 
 
 async def test_allocations_of_entries_that_no_longer_exist_are_freed_after_two_passes():
-    from extensions.orphans import OrphanSweep
+    from extensions.kit.orphans import OrphanSweep
 
     live = {"ns/kept": Service(name="ns/kept")}
     store = MemoryStore()
@@ -180,7 +180,7 @@ async def test_allocations_of_entries_that_no_longer_exist_are_freed_after_two_p
 
 
 def test_an_owner_that_comes_back_between_passes_is_not_an_orphan():
-    from extensions.orphans import OrphanSweep
+    from extensions.kit.orphans import OrphanSweep
 
     sweep = OrphanSweep()
     assert sweep.confirmed({"a"}, set()) == set()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
-from controller.extension import BaseExtension, ExtensionContext
+from controller.extension import PROVIDER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message, Service
 from extensions.providers.kubernetes.config import KubernetesConfig
 from extensions.providers.kubernetes.contract import (
@@ -45,6 +45,7 @@ Lookup = Callable[[str, str], "ClusterView | None"]
 
 class KubernetesProvider(BaseExtension):
     name = "provider.kubernetes"
+    kind = PROVIDER
 
     def __init__(self, config: KubernetesConfig | None = None, context: ExtensionContext | None = None):
         super().__init__(context)

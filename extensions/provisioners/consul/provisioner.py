@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import requests
 from consul.exceptions import ACLPermissionDenied, ConsulException
 
-from controller.extension import BaseExtension, ExtensionContext
+from controller.extension import PROVISIONER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message
 from extensions.provisioners.consul.client import ConcurrentChange, ConsulCatalog
 from extensions.provisioners.consul.config import ConsulConfig
@@ -35,6 +35,7 @@ class Outcome:
 
 class ConsulProvisioner(BaseExtension):
     name = "provisioner.consul"
+    kind = PROVISIONER
 
     def __init__(self, config: ConsulConfig, context: ExtensionContext | None = None):
         super().__init__(context)

@@ -20,9 +20,9 @@ import ipaddress
 from dataclasses import replace
 from typing import Any
 
-from controller.extension import BaseExtension, ExtensionContext
+from controller.extension import PROVISIONER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message
-from extensions.orphans import sweep_forever
+from extensions.kit.orphans import sweep_forever
 from extensions.provisioners.ipalloc.config import IPAllocConfig
 from extensions.provisioners.ipalloc.store import AllocationStore, FileStore, MemoryStore
 
@@ -37,6 +37,8 @@ class PoolExhausted(Exception):
 
 class IPAllocProvisioner(BaseExtension):
     name = "provisioner.ipalloc"
+    kind = PROVISIONER
+    sets_public_ip = True  # the IPAM step: the core keeps the public_ip of its replies
 
     def __init__(self, config: IPAllocConfig, context: ExtensionContext | None = None):
         super().__init__(context)
@@ -57,7 +59,7 @@ class IPAllocProvisioner(BaseExtension):
                       self.config.first, self.config.last, len(self._holders))
 
     async def run_background(self) -> None:
-        """Free the addresses of entries that no longer exist (see extensions/orphans.py)."""
+        """Free the addresses of entries that no longer exist (see extensions/kit/orphans.py)."""
         await sweep_forever(self, self.config.reconcile_interval, self._owners, self._free_orphan)
 
     async def _owners(self) -> set[str]:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Callable, Protocol
 
-from controller.entries import write_atomic
+from extensions.kit.files import write_atomic
 
 ChangeFn = Callable[[dict[str, str]], tuple[str, bool]]
 

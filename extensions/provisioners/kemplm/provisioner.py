@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from controller.extension import BaseExtension, ExtensionContext
+from controller.extension import PROVISIONER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message, Service
 from extensions.provisioners.kemplm.client import KempAuthError, KempClient, KempError, VirtualService, owned_by
 from extensions.provisioners.kemplm.config import KempConfig
@@ -43,6 +43,7 @@ class DesiredVS:
 
 class KempProvisioner(BaseExtension):
     name = "provisioner.kemplm"
+    kind = PROVISIONER
 
     def __init__(self, config: KempConfig, context: ExtensionContext | None = None):
         super().__init__(context)
