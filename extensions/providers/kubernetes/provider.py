@@ -13,7 +13,7 @@ lookup callable the kopf layer hands over as ``context.services["kubernetes.look
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 from controller.extension import PROVIDER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message, Service
@@ -104,7 +104,3 @@ def _message_for(reading: Reading) -> Message:
         return Message(Action.DELETE, reading.service, info=reading.info)
     return Message(Action.ADD, reading.service)
 
-
-def views_for_node(views: Iterable[ClusterView], node: str) -> list[ClusterView]:
-    """The Services with a ready endpoint on ``node`` (to follow a Node's address change)."""
-    return [v for v in views if any(n == node for e in v.endpoints for n, _ in e.ready)]
