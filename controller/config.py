@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 import yaml
 
 from controller.durations import DurationError, parse_duration
+from controller.extension import PROVIDER
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +275,9 @@ class ExtensionSpecLike(Protocol):
     @property
     def needs_section(self) -> bool: ...
 
+    @property
+    def kind(self) -> str: ...
+
     def parse_config(self, section: Section) -> Any: ...
 
 
@@ -314,7 +318,7 @@ def _parse_core(section: Section, resolve: ResolveStep) -> tuple[CoreConfig, lis
             continue
         specs.append(spec)
         canonical.append(spec.name)
-    if names and not any(n.startswith("provider.") for n in canonical):
+    if names and not any(spec.kind == PROVIDER for spec in specs):
         section.error("workflowSteps", "the workflow has no provider (add provider.kubernetes or provider.swarm)")
     core = CoreConfig(
         log_level="WARNING" if level == "WARN" else level,
