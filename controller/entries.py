@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Mapping
 
 from controller.files import write_atomic
 from controller.messages import Service
-from controller.status import DEPLOYED, UNDEPLOYED, EntryStatus
+from controller.status import DEPLOYED, UNDEPLOYED, EntryStatus, WorkflowPosition
 
 __all__ = ["DEPLOYED", "UNDEPLOYED", "Entry", "dump_entries", "load_entries", "save_entries"]
 
@@ -40,7 +40,7 @@ def _from_iso(text: Any) -> float:
 
 
 @dataclass
-class Entry:
+class Entry(WorkflowPosition):
     name: str
     service: Service
     state: str = UNDEPLOYED
@@ -63,24 +63,12 @@ class Entry:
     # (core._step_recovered); not again until it gets past that step.
     retry_brought_forward: bool = False
 
-    @property
-    def reverse(self) -> bool:
-        return self.expected_state == UNDEPLOYED
-
-    @property
-    def closed(self) -> bool:
-        return self.state in (DEPLOYED, UNDEPLOYED) and not self.work_in_progress
-
     def snapshot(self) -> Entry:
         return replace(self)
 
     def status(self) -> EntryStatus:
-        """The read-only view status sinks get (controller/status.py)."""
-        return EntryStatus(
-            name=self.name, service=self.service, state=self.state, expected_state=self.expected_state,
-            work_in_progress=self.work_in_progress, error=self.error, error_step=self.error_step,
-            info=self.info, wip_time=self.wip_time, time_detected=self.time_detected,
-            last_update=self.last_update, close_time=self.close_time, attempts=self.attempts)
+        """The read-only view status sinks get (controller/status.py): its fields, copied."""
+        return EntryStatus(**{f.name: getattr(self, f.name) for f in fields(EntryStatus)})
 
     def to_dict(self) -> dict[str, Any]:
         return {

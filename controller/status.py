@@ -20,8 +20,31 @@ DEPLOYED = "deployed"
 UNDEPLOYED = "undeployed"
 
 
+class WorkflowPosition:
+    """What follows from where an entry stands: the same for the core's entry and for its status."""
+
+    state: str
+    expected_state: str
+    work_in_progress: bool
+
+    @property
+    def reverse(self) -> bool:
+        """True while the workflow walks the steps back (the service is going away)."""
+        return self.expected_state == UNDEPLOYED
+
+    @property
+    def closed(self) -> bool:
+        """No step is working on it and it reached an end of the workflow."""
+        return self.state in (DEPLOYED, UNDEPLOYED) and not self.work_in_progress
+
+    @property
+    def undone(self) -> bool:
+        """Every step has been undone: what a finalizer waits for."""
+        return self.state == UNDEPLOYED and self.expected_state == UNDEPLOYED and not self.work_in_progress
+
+
 @dataclass(frozen=True)
-class EntryStatus:
+class EntryStatus(WorkflowPosition):
     """Where one service stands in the workflow, as of one change."""
 
     name: str
@@ -38,18 +61,3 @@ class EntryStatus:
     last_update: float = 0.0
     close_time: float = 0.0
     attempts: int = 0
-
-    @property
-    def reverse(self) -> bool:
-        """True while the workflow walks the steps back (the service is going away)."""
-        return self.expected_state == UNDEPLOYED
-
-    @property
-    def closed(self) -> bool:
-        """No step is working on it and it reached an end of the workflow."""
-        return self.state in (DEPLOYED, UNDEPLOYED) and not self.work_in_progress
-
-    @property
-    def undone(self) -> bool:
-        """Every step has been undone: what a finalizer waits for."""
-        return self.state == UNDEPLOYED and self.expected_state == UNDEPLOYED and not self.work_in_progress

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ from controller.config import CoreConfig
 from controller.core import Core
 from controller.extension import BaseExtension, ExtensionContext, ExtensionStartError
 from controller.messages import Action, Message, Service, Target
-from controller.status import DEPLOYED, UNDEPLOYED
+from controller.status import DEPLOYED, UNDEPLOYED, EntryStatus
 from tests.helpers import eventually
 from tests.unit.fakes import FakeProvider, RecordingIPAM, RecordingProvisioner
 
@@ -398,6 +399,19 @@ async def test_status_sinks_see_every_change(world):
     await settled(core, "ns/web", DEPLOYED)
     assert seen[-1] == (DEPLOYED, False)
     assert ("provisioner.ipalloc", True) in seen and ("provisioner.lb", True) in seen
+
+
+async def test_status_sinks_get_a_frozen_copy_not_the_core_s_entry(world):
+    core, provider, _, _ = world
+    seen: list[EntryStatus] = []
+    core.add_status_sink(seen.append)
+    await provider.publish(svc())
+    await settled(core, "ns/web", DEPLOYED)
+    last = seen[-1]
+    assert (last.name, last.state, last.service.public_ip) == ("ns/web", DEPLOYED, "192.0.2.10")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        last.state = UNDEPLOYED  # type: ignore[misc]
+    assert core.entries["ns/web"].state == DEPLOYED
 
 
 async def test_a_provider_error_is_kept_on_the_entry_and_nothing_is_provisioned(world, journal):
