@@ -25,8 +25,7 @@ def _describe(config: Config) -> str:
     lines = [f"instance: {Identity(configured=config.core.instance_id).describe()}", "workflow:"]
     for index, step in enumerate(config.core.workflow_steps, 1):
         spec = KNOWN_EXTENSIONS[step]
-        role = "provider" if step.startswith("provider.") else "provisioner"
-        lines.append(f"  {index}. {step} ({role}, config section {spec.section})")
+        lines.append(f"  {index}. {step} ({spec.kind}, config section {spec.section})")
     return "\n".join(lines)
 
 

@@ -11,13 +11,16 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from controller.api import ApiServer
 from controller.config import Config, load_config
 from controller.core import Core
 from controller.extension import BaseExtension, ExtensionContext, ExtensionStartError
 from controller.instance import Identity
+
+if TYPE_CHECKING:
+    from extensions import ExtensionSpec
 
 log = logging.getLogger("interlook")
 
@@ -28,10 +31,13 @@ def config_path_from_env() -> str:
     return os.environ.get("INTERLOOK_CONFIG", DEFAULT_CONFIG)
 
 
-def read_config(path: str | None = None) -> Config:
+def read_config(path: str | None = None, *, known: Mapping[str, ExtensionSpec] | None = None) -> Config:
+    """The config at ``path``, with the steps of ``known`` (default: the known-extensions map)."""
     from extensions import KNOWN_EXTENSIONS, resolve
 
-    return load_config(path or config_path_from_env(), resolve, all_sections=list(KNOWN_EXTENSIONS.values()))
+    known = KNOWN_EXTENSIONS if known is None else known
+    return load_config(path or config_path_from_env(), lambda step: resolve(step, known),
+                       all_sections=list(known.values()))
 
 
 def setup_logging(level: str = "INFO", log_file: str = "") -> None:
@@ -114,12 +120,17 @@ class App:
 
 
 def build_app(config: Config | str | None = None, *, services: dict[str, Any] | None = None,
-              data_dir: Path | None = None) -> App:
-    """Build (not start) the core and its extensions from a config or config path."""
+              data_dir: Path | None = None, known: Mapping[str, ExtensionSpec] | None = None) -> App:
+    """Build (not start) the core and its extensions from a config or config path.
+
+    ``known`` replaces the known-extensions map, e.g. to run an extension of
+    a test; a ``Config`` given must have been read with the same map.
+    """
     from extensions import KNOWN_EXTENSIONS
 
+    known = KNOWN_EXTENSIONS if known is None else known
     if not isinstance(config, Config):
-        config = read_config(config)
+        config = read_config(config, known=known)
     for warning in config.warnings:
         log.warning("config: %s", warning)
     services = dict(services or {})
@@ -132,7 +143,7 @@ def build_app(config: Config | str | None = None, *, services: dict[str, Any] | 
         return core.live_services() if core else {}
 
     for name in config.core.workflow_steps:
-        spec = KNOWN_EXTENSIONS[name]
+        spec = known[name]
         context = ExtensionContext(name=name, entries=live_entries, data_dir=data_dir or Path.cwd(),
                                    services=services, identity=identity)
         extensions[name] = spec.build(config.extensions[name], context)

@@ -21,6 +21,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 import yaml
 
 from controller.durations import DurationError, parse_duration
+from controller.extension import PROVIDER
 from controller.instance import instance_id_problem
 
 log = logging.getLogger(__name__)
@@ -336,6 +337,9 @@ class ExtensionSpecLike(Protocol):
     @property
     def needs_section(self) -> bool: ...
 
+    @property
+    def kind(self) -> str: ...
+
     def parse_config(self, section: Section) -> Any: ...
 
 
@@ -376,7 +380,7 @@ def _parse_core(section: Section, resolve: ResolveStep) -> tuple[CoreConfig, lis
             continue
         specs.append(spec)
         canonical.append(spec.name)
-    if names and not any(n.startswith("provider.") for n in canonical):
+    if names and not any(spec.kind == PROVIDER for spec in specs):
         section.error("workflowSteps", "the workflow has no provider (add provider.kubernetes or provider.swarm)")
     instance_id = section.str("instanceId").strip()
     if instance_id and (problem := instance_id_problem(instance_id)):

@@ -19,26 +19,19 @@ import functools
 import logging
 import time
 from dataclasses import replace
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from controller.config import CoreConfig
-from controller.entries import DEPLOYED, UNDEPLOYED, Entry, load_entries, save_entries
-from controller.extension import BaseExtension, ExtensionStartError, MessageQueue
+from controller.entries import Entry, load_entries, save_entries
+from controller.extension import PROVIDER, PROVISIONER, BaseExtension, ExtensionStartError, MessageQueue
 from controller.instance import Identity
 from controller.messages import Action, Message, Service
 from controller.metrics import Metrics
+from controller.status import DEPLOYED, UNDEPLOYED, EntryStatus
 
 log = logging.getLogger("interlook.core")
 
-StatusSink = Callable[[Entry], Any]
-
-
-def is_provider(name: str) -> bool:
-    return name.startswith("provider.")
-
-
-def is_ipam(name: str) -> bool:
-    return name.startswith("ipam.") or name == "provisioner.ipalloc"
+StatusSink = Callable[[EntryStatus], Any]
 
 
 class Core:
@@ -50,8 +43,13 @@ class Core:
         if missing:
             raise ValueError(f"no extension instance for workflow steps {missing}")
         self.extensions = dict(extensions)
-        self.provisioners: tuple[str, ...] = tuple(s for s in self.steps if not is_provider(s))
-        self.providers: tuple[str, ...] = tuple(s for s in self.steps if is_provider(s))
+        undeclared = [s for s in self.steps if getattr(self.extensions[s], "kind", None) not in (PROVIDER, PROVISIONER)]
+        if undeclared:
+            raise ValueError(f"extensions {undeclared} declare no kind (PROVIDER or PROVISIONER on their class)")
+        # Roles are what each extension declares (controller/extension.py), never guessed from its name.
+        self.providers: tuple[str, ...] = tuple(s for s in self.steps if self.extensions[s].kind == PROVIDER)
+        self.provisioners: tuple[str, ...] = tuple(s for s in self.steps if s not in self.providers)
+        self._public_ip_steps = frozenset(s for s in self.provisioners if self.extensions[s].sets_public_ip)
         self.entries: dict[str, Entry] = {}
         self.clock = clock
         self.metrics = metrics or Metrics()
@@ -299,7 +297,7 @@ class Core:
         self.metrics.messages.labels(message.sender, message.action.value).inc()
         if message.error:
             self.metrics.errors.labels(message.sender).inc()
-        if is_provider(message.sender):
+        if self.is_provider(message.sender):
             self._from_provider(message)
         else:
             self._from_provisioner(message)
@@ -352,7 +350,7 @@ class Core:
             return
         entry.last_update = now
         entry.refresh_sent = 0.0
-        provider_error = entry.error_step and is_provider(entry.error_step)
+        provider_error = self.is_provider(entry.error_step)
         same = entry.service.same_definition(service)
         if same and entry.expected_state == DEPLOYED and not provider_error:
             if entry.state == DEPLOYED and not entry.work_in_progress:
@@ -429,7 +427,7 @@ class Core:
         if step in self._failing_steps:
             self._failing_steps.discard(step)
             self._step_recovered(step)
-        if is_ipam(step):
+        if step in self._public_ip_steps:
             entry.service = replace(entry.service, public_ip="" if entry.reverse else message.service.public_ip)
         self._advance(entry)
 
@@ -532,7 +530,7 @@ class Core:
                                       f"{self.config.service_wip_timeout:g}s")
                 continue
             if entry.error:
-                if now >= entry.next_retry and not is_provider(entry.error_step):
+                if now >= entry.next_retry and not self.is_provider(entry.error_step):
                     log.info("retrying %s at %s (attempt %d)", entry.name, entry.state, entry.attempts + 1)
                     self._dispatch_current(entry)
                 continue
@@ -549,7 +547,7 @@ class Core:
 
     def _send_refresh(self, entry: Entry) -> None:
         provider = entry.service.provider if entry.service.provider in self._to_ext else None
-        if provider is None or not is_provider(provider):
+        if provider is None or not self.is_provider(provider):
             provider = self.providers[0] if self.providers else None
         if provider is None:
             return
@@ -562,10 +560,10 @@ class Core:
         self._mark_dirty()
         if not self._sinks:
             return
-        snapshot = entry.snapshot()
+        status = entry.status()
         for sink in self._sinks:
             try:
-                result = sink(snapshot)
+                result = sink(status)
                 if asyncio.iscoroutine(result):
                     task = asyncio.ensure_future(result)
                     task.add_done_callback(_log_sink_error)
@@ -614,9 +612,12 @@ class Core:
             self.metrics.entries.labels(state).set(counts.get(state, 0))
 
     # -------------------------------------------------------------- views
+    def is_provider(self, step: str) -> bool:
+        return step in self.providers
+
     def extension_status(self) -> dict[str, dict[str, Any]]:
         return {name: {"status": self._ext_status[name], "restarts": self._ext_restarts[name],
-                       "kind": "provider" if is_provider(name) else "provisioner"}
+                       "kind": self.extensions[name].kind}
                 for name in self.steps}
 
     def live_services(self) -> dict[str, Service]:
@@ -627,24 +628,7 @@ class Core:
     def entry(self, name: str) -> Entry | None:
         return self.entries.get(name)
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Test helper: poll until predicate() holds."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not predicate():
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError("condition not met in time")
-            await asyncio.sleep(0.01)
-
 
 def _log_sink_error(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("status sink failed: %s", task.exception())
-
-
-def entries_summary(entries: Iterable[Entry]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for e in entries:
-        out[e.state] = out.get(e.state, 0) + 1
-    return out
-
-

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Mapping
 
+from controller.files import write_atomic
 from controller.messages import Service
+from controller.status import DEPLOYED, UNDEPLOYED, EntryStatus, WorkflowPosition
 
-DEPLOYED = "deployed"
-UNDEPLOYED = "undeployed"
+__all__ = ["DEPLOYED", "UNDEPLOYED", "Entry", "dump_entries", "load_entries", "save_entries"]
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -46,7 +45,7 @@ def _from_iso(text: Any) -> float:
 
 
 @dataclass
-class Entry:
+class Entry(WorkflowPosition):
     name: str
     service: Service
     state: str = UNDEPLOYED
@@ -72,16 +71,12 @@ class Entry:
     # (core._step_recovered); not again until it gets past that step.
     retry_brought_forward: bool = False
 
-    @property
-    def reverse(self) -> bool:
-        return self.expected_state == UNDEPLOYED
-
-    @property
-    def closed(self) -> bool:
-        return self.state in (DEPLOYED, UNDEPLOYED) and not self.work_in_progress
-
     def snapshot(self) -> Entry:
         return replace(self)
+
+    def status(self) -> EntryStatus:
+        """The read-only view status sinks get (controller/status.py): its fields, copied."""
+        return EntryStatus(**{f.name: getattr(self, f.name) for f in fields(EntryStatus)})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,31 +120,6 @@ class Entry:
 
 def dump_entries(entries: Mapping[str, Entry]) -> dict[str, Any]:
     return {name: entry.to_dict() for name, entry in sorted(entries.items())}
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write a file so that a crash leaves either the old or the new content, never half."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=str(target.parent))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with _suppress_os():
-            os.unlink(tmp)
-        raise
-
-
-class _suppress_os:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is not None and issubclass(exc[0], OSError)  # type: ignore[arg-type]
 
 
 def save_entries(path: str, entries: Mapping[str, Entry]) -> None:

@@ -11,7 +11,9 @@ infrastructure).  The contract is two coroutines:
 
 ``BaseExtension`` implements that loop once, so that an extension only writes
 ``setup`` (start-up checks: raise to refuse to start), ``handle`` (one message
-in, one message out) and ``teardown``.
+in, one message out) and ``teardown``.  Its role is declared on the class
+(``kind``, ``sets_public_ip``) and read by the core: a step's name says
+nothing about what it does.
 """
 
 from __future__ import annotations
@@ -21,12 +23,18 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Callable, ClassVar, Literal, Mapping, Protocol, runtime_checkable
 
 from controller.instance import ClusterIdentity, Identity
 from controller.messages import Message, Service
 
 MessageQueue = asyncio.Queue[Message]
+
+# The two roles (DESIGN.md): a provider sees services on a platform and sends
+# add/delete; a provisioner is a workflow step the core sends services to.
+Kind = Literal["provider", "provisioner"]
+PROVIDER: Kind = "provider"
+PROVISIONER: Kind = "provisioner"
 
 
 @runtime_checkable
@@ -82,8 +90,13 @@ class BaseExtension:
     so an ``add`` and the ``delete`` that follows it never race.
     """
 
-    name: str = "extension"
+    name: str = "extension"  # replaced by the step name the core runs it under (context.name)
     concurrency: int = 16
+    # Every extension class declares its role: PROVIDER or PROVISIONER.
+    kind: ClassVar[Kind]
+    # Only a step that declares it changes the entry's public IP: the core keeps
+    # the ``public_ip`` of its replies and ignores it from every other step.
+    sets_public_ip: ClassVar[bool] = False
 
     def __init__(self, context: ExtensionContext | None = None):
         self.context = context or ExtensionContext(self.name)

@@ -30,6 +30,7 @@ import kopf
 
 from controller.app import App, build_app, read_config, setup_logging
 from controller.extension import ExtensionStartError
+from controller.status import EntryStatus
 from extensions.kube_api import KubeApi, KubeApiError
 from extensions.providers.kubernetes.contract import Scope, node_internal_ip, summarize_endpoint_slice
 from extensions.providers.kubernetes.lifecycle import ClusterIndexes, ServiceLifecycle
@@ -187,8 +188,11 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
 
     provider.attach(lookup=OPERATOR.indexes.view, read_cluster_id=read_cluster_id)
     writer = StatusWriter(kube, scope, OPERATOR.indexes.service_body)
-    lifecycle = ServiceLifecycle(provider, writer, OPERATOR.indexes, app.core.entry,
-                                 finalizer=f"{scope.prefix}/finalizer")
+    def entry_of(key: str) -> EntryStatus | None:
+        entry = app.core.entry(key)
+        return entry.status() if entry is not None else None
+
+    lifecycle = ServiceLifecycle(provider, writer, OPERATOR.indexes, entry_of, finalizer=f"{scope.prefix}/finalizer")
     app.core.add_status_sink(lifecycle.on_entry)
     OPERATOR.app, OPERATOR.lifecycle = app, lifecycle
     active = await _always_active(settings, kube)

@@ -1,10 +1,12 @@
-"""Shared test helpers: how a test asks for a real component."""
+"""Shared test helpers: how a test asks for a real component, and waits for a condition."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
+from typing import Callable
 
 import pytest
 
@@ -29,3 +31,13 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def eventually(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    """Poll until ``predicate()`` holds; TimeoutError after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.01)

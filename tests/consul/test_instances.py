@@ -60,8 +60,8 @@ async def test_a_record_from_before_instance_ids_is_adopted_for_its_own_entry(pr
                      meta={"external-node": "true", "interlook-managed": "true", "interlook-owner": "shop/old"})
     upgraded = provisioner(url, instance="il-upgraded")
 
-    reply = await upgraded.handle(message(Action.ADD, service("shop/other", "old-web")))
-    assert "held by another Service" in reply.error and "shop/old" not in reply.error
+    reply = await upgraded.handle(message(Action.ADD, service("team-x/other", "old-web")))
+    assert "held by another Service" in reply.error and "shop/old" not in reply.error  # another namespace's
 
     assert (await upgraded.handle(message(Action.ADD, service("shop/old", "old-web", ip="10.20.0.5")))).error == ""
     assert meta(url, "old-web")["interlook-instance"] == "il-upgraded"  # re-marked: ours from now on

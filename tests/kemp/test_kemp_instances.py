@@ -13,8 +13,6 @@ from extensions.provisioners.kemplm import KempProvisioner
 from extensions.provisioners.kemplm.nicknames import MAX_NICKNAME, VALID_NICKNAME, NicknameOwnership, nickname
 from tests.kemp.conftest import Sim, kemp_config, kemp_context
 from tests.kemp.test_kemp_provisioner import only_vs, virtual_services
-from tests.simulators.kemp import RealServer as SimRealServer
-from tests.simulators.kemp import VirtualService as SimVirtualService
 
 pytestmark = pytest.mark.integration
 
@@ -41,18 +39,15 @@ async def other(sim: Sim) -> AsyncIterator[KempProvisioner]:
         await extension.teardown()
 
 
-def legacy_vs(sim: Sim, entry: str, address: str = "10.20.0.5") -> int:
-    """A VS as the version before instance ids nicknamed it (``interlook:<entry>``), put straight into the
-    simulator: its API holds nicknames to the documented characters, which that form does not keep to."""
-    if sim.local is None:
-        pytest.skip("needs the in-process simulator to plant a legacy nickname")
-    appliance = sim.local.appliance
-    index = appliance._next_vs
-    vs = SimVirtualService(index=index, address=address, port=80, protocol="tcp", nickname=f"interlook:{entry}")
-    vs.real_servers[900] = SimRealServer(index=900, address="192.168.1.11", port=30080)
-    appliance.virtual_services[index] = vs
-    appliance._next_vs += 1
-    return index
+async def legacy_vs(sim: Sim, entry: str, address: str = "10.20.0.5") -> int:
+    """A VS as the version before instance ids nicknamed it (``interlook:<entry>``), planted through the
+    simulator's control endpoint: its API holds nicknames to the documented characters, which that form
+    does not keep to."""
+    async with sim._client() as client:
+        answer = await client.post("/__sim/plant", json={"address": address, "port": 80,
+                                                         "nickname": f"interlook:{entry}",
+                                                         "real_servers": [["192.168.1.11", 30080]]})
+    return int(answer.raise_for_status().json()["index"])
 
 
 # -- the nickname ----------------------------------------------------------------------------
@@ -139,7 +134,7 @@ async def test_a_long_entry_gets_a_shortened_nickname_the_appliance_takes(sim: S
 # -- virtual services from before instance ids --------------------------------------------------
 
 async def test_a_legacy_vs_is_adopted_for_its_entry_and_renamed(sim: Sim, provisioner: KempProvisioner):
-    index = legacy_vs(sim, "shop/web")
+    index = await legacy_vs(sim, "shop/web")
 
     reply = await provisioner.handle(add(replace(WEB, targets=(Target("192.168.1.11", 30080),
                                                                Target("192.168.1.12", 30080)))))
@@ -153,7 +148,7 @@ async def test_a_legacy_vs_is_adopted_for_its_entry_and_renamed(sim: Sim, provis
 
 
 async def test_a_legacy_vs_of_another_entry_is_never_touched(sim: Sim, provisioner: KempProvisioner):
-    index = legacy_vs(sim, "shop/web")
+    index = await legacy_vs(sim, "shop/web")
     writes = await sim.writes()
 
     refused = await provisioner.handle(add(replace(WEB, name="shop/other")))

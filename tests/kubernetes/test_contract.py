@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from controller.entries import DEPLOYED, UNDEPLOYED, Entry
 from controller.messages import Action, Service, Target
+from controller.status import DEPLOYED, UNDEPLOYED, EntryStatus
 from extensions.providers.kubernetes.contract import (
     NO_READY_ENDPOINTS,
     Scope,
@@ -106,14 +106,14 @@ def test_what_is_managed() -> None:
     assert not is_managed(svc(ANN), custom)
 
 
-def entry(state: str, expected: str = DEPLOYED, *, wip: bool = False, error: str = "", ip: str = "") -> Entry:
-    return Entry(name="shop/web", service=Service(name="shop/web", public_ip=ip, dns_names=("a.example.com",)),
+def entry(state: str, expected: str = DEPLOYED, *, wip: bool = False, error: str = "", ip: str = "") -> EntryStatus:
+    return EntryStatus(name="shop/web", service=Service(name="shop/web", public_ip=ip, dns_names=("a.example.com",)),
                  state=state, expected_state=expected, work_in_progress=wip, error=error,
                  error_step="provisioner.ipalloc" if error else "")
 
 
 def test_presentation_of_each_state() -> None:
-    def shown(e: Entry, pending: str = "") -> dict[str, str | None]:
+    def shown(e: EntryStatus, pending: str = "") -> dict[str, str | None]:
         p = present(e, SCOPE, pending)
         assert p is not None
         return {k.split("/", 1)[1]: v for k, v in p.annotations if v is not None}

@@ -221,6 +221,53 @@ class BigIPState:
         return sorted(p for p, pol in self.policies.items() if pol.get("status") == "draft")
 
 
+# -- one dispatch for every collection ------------------------------------------
+
+Item = dict[str, Any]
+Answer = dict[str, Any] | None
+METHOD_NOT_ALLOWED = "Method not allowed"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What each method does on one iControl REST collection and on one of its items.
+
+    Every collection answers the same way (GET lists, POST creates; on an item
+    GET reads, PATCH and PUT modify, DELETE deletes; anything else is 405), so
+    :func:`serve` holds that once and a collection only says what it does.
+    """
+
+    list: Callable[[], Answer]
+    create: Callable[[Item], Answer]
+    find: Callable[[str], Item]                       # a URI component -> the item, or F5Error 404
+    read: Callable[[Item], Answer]
+    modify: Callable[[Item, Item], Answer]            # PATCH and PUT (the method is on the request)
+    delete: Callable[[Item], None]
+    # Paths below an item (``members``, ``rules``...); None: the rest of the path is not looked at.
+    below: Callable[[Item, list[str], Item], Answer] | None = None
+
+
+def serve(resource: Resource, method: str, tail: list[str], body: Item) -> Answer:
+    """Answer ``method`` on ``resource`` (``tail`` empty) or on the item ``tail`` names."""
+    if not tail:
+        if method == "GET":
+            return resource.list()
+        if method == "POST":
+            return resource.create(body)
+        raise F5Error(405, METHOD_NOT_ALLOWED, api_error=None)
+    item = resource.find(tail[0])
+    if len(tail) > 1 and resource.below is not None:
+        return resource.below(item, tail[1:], body)
+    if method == "GET":
+        return resource.read(item)
+    if method in ("PATCH", "PUT"):
+        return resource.modify(item, body)
+    if method == "DELETE":
+        resource.delete(item)
+        return None
+    raise F5Error(405, METHOD_NOT_ALLOWED, api_error=None)
+
+
 # -- the server ---------------------------------------------------------------
 
 
@@ -405,7 +452,7 @@ class F5Simulator:
     # -- authentication ------------------------------------------------------------
     async def _login(self, request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
-            raise F5Error(405, "Method not allowed", api_error=None)
+            raise F5Error(405, METHOD_NOT_ALLOWED, api_error=None)
         body = await self._json(request)
         user = str(body.get("username", ""))
         password = str(body.get("password", ""))
@@ -470,7 +517,7 @@ class F5Simulator:
         if request.method == "DELETE":
             del self.tokens[value]
             return web.json_response(self._token_body(token))
-        raise F5Error(405, "Method not allowed", api_error=None)
+        raise F5Error(405, METHOD_NOT_ALLOWED, api_error=None)
 
     async def _version(self, request: web.Request) -> web.StreamResponse:
         self._authenticate(request)
@@ -489,17 +536,25 @@ class F5Simulator:
         collection = request.match_info["collection"]
         tail = [p for p in request.match_info.get("tail", "").split("/") if p]
         kind = f"{module}/{collection}"
-        handlers = {"ltm/pool": self._pool, "ltm/node": self._node, "ltm/virtual": self._virtual,
-                    "ltm/policy": self._policy, "sys/folder": self._folder, "auth/partition": self._partition}
-        handler = handlers.get(kind)
-        if handler is None:
+        resources: dict[str, Callable[[web.Request], Resource]] = {
+            "ltm/pool": self._pools, "ltm/node": self._nodes, "ltm/virtual": self._virtuals,
+            "ltm/policy": self._policies}
+        read_only = {"sys/folder": self._folder, "auth/partition": self._partition}
+        if kind not in resources and kind not in read_only:
             raise F5Error(400, f"URI path /mgmt/tm/{kind} not registered.  Please verify URI is supported "
                                "and wait for /available suffix to be responsive.", api_error=1)
         body = await self._json(request) if request.method in ("POST", "PUT", "PATCH") else {}
-        result = handler(request, tail, body)
+        if kind in read_only:
+            result = read_only[kind](request, tail, body)
+        else:
+            result = serve(resources[kind](request), request.method, tail, body)
         if result is None:
             return web.Response(status=200)
         return web.json_response(result)
+
+    @staticmethod
+    def _unregistered(request: web.Request) -> F5Error:
+        return F5Error(404, f"Public URI path not registered: {request.path}", api_error=1)
 
     def _collection(self, request: web.Request, kind: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         return {"kind": f"tm:{kind.replace('/', ':')}:{kind.rsplit('/', 1)[-1]}collectionstate",
@@ -581,29 +636,23 @@ class F5Simulator:
                 raise F5Error(400, f"01020036:3: The requested monitor rule ({name} on pool ) was not found.")
         return " and ".join(names)
 
-    def _pool(self, request: web.Request, tail: list[str], body: dict[str, Any]) -> dict[str, Any] | None:
-        method = request.method
+    def _pools(self, request: web.Request) -> Resource:
         expand = request.query.get("expandSubcollections") == "true"
-        if not tail:
-            if method == "GET":
-                items = [self._pool_view(request, p, expand) for p in self.state.pools.values()]
-                return self._collection(request, "ltm/pool", items)
-            if method == "POST":
-                return self._create_pool(request, body)
-            raise F5Error(405, "Method not allowed", api_error=None)
-        pool = self._find(self.state.pools, "Pool", tail[0])
-        if len(tail) == 1:
-            if method == "GET":
-                return self._pool_view(request, pool, expand)
-            if method in ("PATCH", "PUT"):
-                return self._modify_pool(request, pool, body, replace=method == "PUT")
-            if method == "DELETE":
-                self._delete_pool(pool)
-                return None
-            raise F5Error(405, "Method not allowed", api_error=None)
-        if tail[1] != "members":
-            raise F5Error(404, f"Public URI path not registered: {request.path}", api_error=1)
-        return self._members(request, pool, tail[2:], body)
+
+        def below(pool: Item, rest: list[str], body: Item) -> Answer:
+            if rest[0] != "members":
+                raise self._unregistered(request)
+            return serve(self._members(request, pool), request.method, rest[1:], body)
+
+        return Resource(
+            list=lambda: self._collection(request, "ltm/pool",
+                                          [self._pool_view(request, p, expand) for p in self.state.pools.values()]),
+            create=lambda body: self._create_pool(request, body),
+            find=lambda uri_id: self._find(self.state.pools, "Pool", uri_id),
+            read=lambda pool: self._pool_view(request, pool, expand),
+            modify=lambda pool, body: self._modify_pool(request, pool, body, replace=request.method == "PUT"),
+            delete=self._delete_pool,
+            below=below)
 
     def _create_pool(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
         full_path = full_path_of(body)
@@ -675,28 +724,24 @@ class F5Simulator:
         del self.state.pools[pool["fullPath"]]
         del self.state.members[pool["fullPath"]]
 
-    def _members(self, request: web.Request, pool: dict[str, Any], tail: list[str],
-                 body: dict[str, Any]) -> dict[str, Any] | None:
-        method = request.method
+    def _members(self, request: web.Request, pool: Item) -> Resource:
         members = self.state.members[pool["fullPath"]]
-        if not tail:
-            if method == "GET":
-                items = [self._member_view(request, pool, m) for m in members.values()]
-                return self._collection(request, "ltm/pool/members", items)
-            if method == "POST":
-                member = self._add_member(pool, body)
-                pool["generation"] = self.state.bump()
-                return self._member_view(request, pool, member)
-            raise F5Error(405, "Method not allowed", api_error=None)
-        full_path = path_from_uri_id(tail[0], pool["partition"])
-        found = members.get(full_path)
-        if found is None:
-            host, port = member_parts(full_path)
-            raise self._not_found("Pool Member", f"{pool['fullPath']} {full_path.rsplit('/', 1)[0]}/{host} {port}")
-        member = found
-        if method == "GET":
+
+        def create(body: Item) -> Answer:
+            member = self._add_member(pool, body)
+            pool["generation"] = self.state.bump()
             return self._member_view(request, pool, member)
-        if method in ("PATCH", "PUT"):
+
+        def find(uri_id: str) -> Item:
+            full_path = path_from_uri_id(uri_id, pool["partition"])
+            found = members.get(full_path)
+            if found is None:
+                host, port = member_parts(full_path)
+                raise self._not_found("Pool Member",
+                                      f"{pool['fullPath']} {full_path.rsplit('/', 1)[0]}/{host} {port}")
+            return found
+
+        def modify(member: Item, body: Item) -> Answer:
             for key in ("ratio", "description", "connectionLimit", "priorityGroup", "session", "state"):
                 if key in body:
                     member[key] = int(body[key]) if key in ("ratio", "connectionLimit", "priorityGroup") \
@@ -705,11 +750,16 @@ class F5Simulator:
                 raise F5Error(400, f"01070297:3: The ratio ({member['ratio']}) is out of range (1 - 100).")
             member["generation"] = self.state.bump()
             return self._member_view(request, pool, member)
-        if method == "DELETE":
-            del members[full_path]
+
+        def delete(member: Item) -> None:
+            del members[member["fullPath"]]
             pool["generation"] = self.state.bump()
-            return None
-        raise F5Error(405, "Method not allowed", api_error=None)
+
+        return Resource(
+            list=lambda: self._collection(request, "ltm/pool/members",
+                                          [self._member_view(request, pool, m) for m in members.values()]),
+            create=create, find=find, read=lambda member: self._member_view(request, pool, member),
+            modify=modify, delete=delete)
 
     def _add_member(self, pool: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         name = str(body.get("name", ""))
@@ -745,18 +795,12 @@ class F5Simulator:
         return member
 
     # ---- nodes ----
-    def _node(self, request: web.Request, tail: list[str], body: dict[str, Any]) -> dict[str, Any] | None:
-        method = request.method
+    def _node_view(self, request: web.Request, node: Item) -> Item:
+        uri = "/mgmt/tm/ltm/node/" + node["fullPath"].replace("/", "~")
+        return {"kind": "tm:ltm:node:nodestate", **copy.deepcopy(node), "selfLink": self._link(request, uri)}
 
-        def view(node: dict[str, Any]) -> dict[str, Any]:
-            uri = "/mgmt/tm/ltm/node/" + node["fullPath"].replace("/", "~")
-            return {"kind": "tm:ltm:node:nodestate", **copy.deepcopy(node), "selfLink": self._link(request, uri)}
-
-        if not tail:
-            if method == "GET":
-                return self._collection(request, "ltm/node", [view(n) for n in self.state.nodes.values()])
-            if method != "POST":
-                raise F5Error(405, "Method not allowed", api_error=None)
+    def _nodes(self, request: web.Request) -> Resource:
+        def create(body: Item) -> Answer:
             full_path = full_path_of(body)
             partition, _, name = split_full_path(full_path)
             self._check_name(name)
@@ -770,31 +814,34 @@ class F5Simulator:
                 if other["address"] == address and other["partition"] == partition:
                     raise F5Error(409, f"01020066:3: The requested Node ({other['fullPath']}) already exists in "
                                        f"partition {partition}.")
-            node: dict[str, Any] = {
+            node: Item = {
                 "name": name, "partition": partition, "fullPath": full_path, "address": address,
                 "description": str(body.get("description", "")), "generation": self.state.bump(),
                 "connectionLimit": 0, "ratio": 1, "monitor": "default", "session": "user-enabled",
                 "state": "unchecked"}
             self.state.nodes[full_path] = node
-            return view(node)
-        node = self._find(self.state.nodes, "Node", tail[0])
-        full_path = str(node["fullPath"])
-        if method == "GET":
-            return view(node)
-        if method in ("PATCH", "PUT"):
+            return self._node_view(request, node)
+
+        def modify(node: Item, body: Item) -> Answer:
             if "description" in body:
                 node["description"] = str(body["description"])
             node["generation"] = self.state.bump()
-            return view(node)
-        if method == "DELETE":
+            return self._node_view(request, node)
+
+        def delete(node: Item) -> None:
+            full_path = str(node["fullPath"])
             for pool_path, members in self.state.members.items():
                 if any(m["address"] == node["address"] and m["partition"] == node["partition"]
                        for m in members.values()):
                     raise F5Error(400, f"01070110:3: Node address '{full_path}' is referenced by a member of "
                                        f"pool '{pool_path}'.")
             del self.state.nodes[full_path]
-            return None
-        raise F5Error(405, "Method not allowed", api_error=None)
+
+        return Resource(
+            list=lambda: self._collection(request, "ltm/node",
+                                          [self._node_view(request, n) for n in self.state.nodes.values()]),
+            create=create, find=lambda uri_id: self._find(self.state.nodes, "Node", uri_id),
+            read=lambda node: self._node_view(request, node), modify=modify, delete=delete)
 
     # ---- virtual servers ----
     _VIRTUAL_KEYS = {"name", "partition", "fullPath", "description", "destination", "pool", "ipProtocol", "mask",
@@ -857,14 +904,8 @@ class F5Simulator:
                                    f"address, source address, service port, ip-protocol, and route domain with "
                                    f"Virtual Server {other['fullPath']}.")
 
-    def _virtual(self, request: web.Request, tail: list[str], body: dict[str, Any]) -> dict[str, Any] | None:
-        method = request.method
-        if not tail:
-            if method == "GET":
-                items = [self._virtual_view(request, v) for v in self.state.virtuals.values()]
-                return self._collection(request, "ltm/virtual", items)
-            if method != "POST":
-                raise F5Error(405, "Method not allowed", api_error=None)
+    def _virtuals(self, request: web.Request) -> Resource:
+        def create(body: Item) -> Answer:
             full_path = full_path_of(body)
             partition, _, name = split_full_path(full_path)
             self._check_name(name)
@@ -873,33 +914,36 @@ class F5Simulator:
                 raise self._exists("Virtual Server", full_path)
             if not body.get("destination"):
                 raise F5Error(400, "01070022:3: The requested destination () is invalid.")
-            virtual: dict[str, Any] = {"name": name, "partition": partition, "fullPath": full_path,
-                                       "description": "", "ipProtocol": "any", "mask": "255.255.255.255",
-                                       "source": "0.0.0.0/0", "sourceAddressTranslation": {"type": "none"},
-                                       "enabled": True, "pool": "", "profiles": ["/Common/fastL4"], "policies": [],
-                                       "generation": self.state.bump()}
+            virtual: Item = {"name": name, "partition": partition, "fullPath": full_path,
+                             "description": "", "ipProtocol": "any", "mask": "255.255.255.255",
+                             "source": "0.0.0.0/0", "sourceAddressTranslation": {"type": "none"},
+                             "enabled": True, "pool": "", "profiles": ["/Common/fastL4"], "policies": [],
+                             "generation": self.state.bump()}
             self._apply_virtual(virtual, body)
             self.state.virtuals[full_path] = virtual
             return self._virtual_view(request, virtual)
-        virtual = self._find(self.state.virtuals, "Virtual Server", tail[0])
-        full_path = virtual["fullPath"]
-        if len(tail) > 1:
-            if tail[1] in ("profiles", "policies") and method == "GET":
-                items = [{"name": p.rsplit("/", 1)[-1], "fullPath": p} for p in virtual.get(tail[1], [])]
-                return self._collection(request, f"ltm/virtual/{tail[1]}", items)
-            raise F5Error(404, f"Public URI path not registered: {request.path}", api_error=1)
-        if method == "GET":
-            return self._virtual_view(request, virtual)
-        if method in ("PATCH", "PUT"):
+
+        def modify(virtual: Item, body: Item) -> Answer:
             updated = copy.deepcopy(virtual)
             self._apply_virtual(updated, body)
             updated["generation"] = self.state.bump()
-            self.state.virtuals[full_path] = updated
+            self.state.virtuals[virtual["fullPath"]] = updated
             return self._virtual_view(request, updated)
-        if method == "DELETE":
-            del self.state.virtuals[full_path]
-            return None
-        raise F5Error(405, "Method not allowed", api_error=None)
+
+        def delete(virtual: Item) -> None:
+            del self.state.virtuals[virtual["fullPath"]]
+
+        def below(virtual: Item, rest: list[str], body: Item) -> Answer:
+            if rest[0] in ("profiles", "policies") and request.method == "GET":
+                items = [{"name": p.rsplit("/", 1)[-1], "fullPath": p} for p in virtual.get(rest[0], [])]
+                return self._collection(request, f"ltm/virtual/{rest[0]}", items)
+            raise self._unregistered(request)
+
+        return Resource(
+            list=lambda: self._collection(request, "ltm/virtual",
+                                          [self._virtual_view(request, v) for v in self.state.virtuals.values()]),
+            create=create, find=lambda uri_id: self._find(self.state.virtuals, "Virtual Server", uri_id),
+            read=lambda virtual: self._virtual_view(request, virtual), modify=modify, delete=delete, below=below)
 
     # ---- policies, drafts and rules ----
     def _policy_view(self, request: web.Request, policy: dict[str, Any], expand: bool) -> dict[str, Any]:
@@ -928,48 +972,48 @@ class F5Simulator:
             view[f"{sub}Reference"] = ref
         return view
 
-    def _policy(self, request: web.Request, tail: list[str], body: dict[str, Any]) -> dict[str, Any] | None:
-        method = request.method
+    def _policies(self, request: web.Request) -> Resource:
         expand = request.query.get("expandSubcollections") == "true"
-        if not tail:
-            if method == "GET":
-                items = [self._policy_view(request, p, expand) for p in self.state.policies.values()]
-                return self._collection(request, "ltm/policy", items)
-            if method == "POST" and body.get("command") == "publish":
+
+        def create(body: Item) -> Answer:
+            if body.get("command") == "publish":
                 return self._publish(body)
-            if method == "POST":
-                return self._create_policy(request, body)
-            raise F5Error(405, "Method not allowed", api_error=None)
-        policy = self._find(self.state.policies, "policy", tail[0])
-        if len(tail) == 1:
-            if method == "GET":
-                return self._policy_view(request, policy, expand)
-            if method in ("PATCH", "PUT"):
-                if request.query.get("options") == "create-draft" or body.get("createDraft"):
-                    return self._create_draft(request, policy)
-                self._require_draft(policy)
-                for key in ("description", "strategy"):
-                    if key in body:
-                        policy[key] = str(body[key])
-                if "rules" in body:
-                    self.state.rules[policy["fullPath"]] = []
-                    for rule in body["rules"] or []:
-                        self._add_rule(policy, rule)
-                policy["generation"] = self.state.bump()
-                return self._policy_view(request, policy, False)
-            if method == "DELETE":
-                users = [v["fullPath"] for v in self.state.virtuals.values()
-                         if policy["fullPath"] in v.get("policies", [])]
-                if users:
-                    raise F5Error(400, f"01071726:3: Cannot delete policy {policy['fullPath']} because it is in use "
-                                       f"by virtual server {users[0]}.")
-                del self.state.policies[policy["fullPath"]]
-                del self.state.rules[policy["fullPath"]]
-                return None
-            raise F5Error(405, "Method not allowed", api_error=None)
-        if tail[1] != "rules":
-            raise F5Error(404, f"Public URI path not registered: {request.path}", api_error=1)
-        return self._rules(request, policy, tail[2:], body, expand)
+            return self._create_policy(request, body)
+
+        def modify(policy: Item, body: Item) -> Answer:
+            if request.query.get("options") == "create-draft" or body.get("createDraft"):
+                return self._create_draft(request, policy)
+            self._require_draft(policy)
+            for key in ("description", "strategy"):
+                if key in body:
+                    policy[key] = str(body[key])
+            if "rules" in body:
+                self.state.rules[policy["fullPath"]] = []
+                for rule in body["rules"] or []:
+                    self._add_rule(policy, rule)
+            policy["generation"] = self.state.bump()
+            return self._policy_view(request, policy, False)
+
+        def delete(policy: Item) -> None:
+            users = [v["fullPath"] for v in self.state.virtuals.values()
+                     if policy["fullPath"] in v.get("policies", [])]
+            if users:
+                raise F5Error(400, f"01071726:3: Cannot delete policy {policy['fullPath']} because it is in use "
+                                   f"by virtual server {users[0]}.")
+            del self.state.policies[policy["fullPath"]]
+            del self.state.rules[policy["fullPath"]]
+
+        def below(policy: Item, rest: list[str], body: Item) -> Answer:
+            if rest[0] != "rules":
+                raise self._unregistered(request)
+            return serve(self._rules(request, policy, expand), request.method, rest[1:], body)
+
+        return Resource(
+            list=lambda: self._collection(request, "ltm/policy", [self._policy_view(request, p, expand)
+                                                                  for p in self.state.policies.values()]),
+            create=create, find=lambda uri_id: self._find(self.state.policies, "policy", uri_id),
+            read=lambda policy: self._policy_view(request, policy, expand), modify=modify, delete=delete,
+            below=below)
 
     def _create_policy(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
         full_path = full_path_of(body)
@@ -1061,44 +1105,48 @@ class F5Simulator:
         rules.append(rule)
         return rule
 
-    def _rules(self, request: web.Request, policy: dict[str, Any], tail: list[str], body: dict[str, Any],
-               expand: bool) -> dict[str, Any] | None:
-        method = request.method
+    def _rules(self, request: web.Request, policy: Item, expand: bool) -> Resource:
         rules = self.state.rules[policy["fullPath"]]
-        if not tail:
-            if method == "GET":
-                items = [self._rule_view(request, policy, r, expand) for r in rules]
-                return self._collection(request, "ltm/policy/rules", items)
-            if method == "POST":
-                self._require_draft(policy)
-                rule = self._add_rule(policy, body)
-                return self._rule_view(request, policy, rule, True)
-            raise F5Error(405, "Method not allowed", api_error=None)
-        name = tail[0]
-        index = next((i for i, r in enumerate(rules) if r["name"] == name), None)
-        if index is None:
-            raise self._not_found("policy rule", f"{policy['fullPath']} {name}")
-        if len(tail) > 1:
-            if tail[1] in ("conditions", "actions") and method == "GET":
-                items = rules[index].get(tail[1], [])
-                return self._collection(request, f"ltm/policy/rules/{tail[1]}", copy.deepcopy(items))
-            raise F5Error(404, f"Public URI path not registered: {request.path}", api_error=1)
-        if method == "GET":
-            return self._rule_view(request, policy, rules[index], expand)
-        if method in ("PUT", "PATCH"):
+
+        def position(rule: Item) -> int:
+            return next(i for i, r in enumerate(rules) if r is rule)
+
+        def create(body: Item) -> Answer:
             self._require_draft(policy)
-            merged = {"name": name, "ordinal": rules[index]["ordinal"],
-                      "description": rules[index].get("description", "")}
-            if method == "PATCH":
-                merged.update({"conditions": rules[index]["conditions"], "actions": rules[index]["actions"]})
+            rule = self._add_rule(policy, body)
+            return self._rule_view(request, policy, rule, True)
+
+        def find(name: str) -> Item:
+            rule = next((r for r in rules if r["name"] == name), None)
+            if rule is None:
+                raise self._not_found("policy rule", f"{policy['fullPath']} {name}")
+            return rule
+
+        def modify(rule: Item, body: Item) -> Answer:
+            self._require_draft(policy)
+            merged = {"name": rule["name"], "ordinal": rule["ordinal"], "description": rule.get("description", "")}
+            if request.method == "PATCH":
+                merged.update({"conditions": rule["conditions"], "actions": rule["actions"]})
             merged.update({k: v for k, v in body.items() if k != "name"})
-            rules[index] = self._normalize_rule(policy, merged, rules[index]["ordinal"])
+            index = position(rule)
+            rules[index] = self._normalize_rule(policy, merged, rule["ordinal"])
             return self._rule_view(request, policy, rules[index], True)
-        if method == "DELETE":
+
+        def delete(rule: Item) -> None:
             self._require_draft(policy)
-            del rules[index]
-            return None
-        raise F5Error(405, "Method not allowed", api_error=None)
+            del rules[position(rule)]
+
+        def below(rule: Item, rest: list[str], body: Item) -> Answer:
+            if rest[0] in ("conditions", "actions") and request.method == "GET":
+                items = rule.get(rest[0], [])
+                return self._collection(request, f"ltm/policy/rules/{rest[0]}", copy.deepcopy(items))
+            raise self._unregistered(request)
+
+        return Resource(
+            list=lambda: self._collection(request, "ltm/policy/rules",
+                                          [self._rule_view(request, policy, r, expand) for r in rules]),
+            create=create, find=find, read=lambda rule: self._rule_view(request, policy, rule, expand),
+            modify=modify, delete=delete, below=below)
 
 
 # -- running it on its own ---------------------------------------------------------

@@ -31,7 +31,11 @@ For tests it counts requests and successful writes and can be told to fail:
 ``GET /__sim/stats``, ``POST /__sim/faults`` (JSON ``latency`` seconds,
 ``error_rate`` 0..1 answered with ``error_status`` (503), ``down``: the
 connection is dropped without an answer), ``DELETE /__sim/faults``,
-``POST /__sim/reset``.  The control endpoints need no credentials.
+``POST /__sim/reset``, ``POST /__sim/plant`` (JSON ``address``, ``port``,
+``nickname``, optional ``real_servers`` ``[[address, port], ...]``: a VS put
+straight into the appliance's state, past the API's checks, as an older tool or
+a person at the console may have left it).  The control endpoints need no
+credentials.
 
 Run on its own: ``python -m tests.simulators.kemp --port 8443 [--tls-dir DIR]``.
 """
@@ -409,6 +413,7 @@ class KempSimulator:
         app.router.add_post("/__sim/faults", self._set_faults)
         app.router.add_delete("/__sim/faults", self._clear_faults)
         app.router.add_post("/__sim/reset", self._reset)
+        app.router.add_post("/__sim/plant", self._plant)
         app.router.add_route("*", "/access/{command:.*}", self._access)
         return app
 
@@ -469,6 +474,20 @@ class KempSimulator:
     async def _reset(self, request: web.Request) -> web.Response:
         self.reset()
         return web.json_response({"reset": True})
+
+    async def _plant(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        appliance = self.appliance
+        index = appliance._next_vs
+        vs = VirtualService(index=index, address=str(body["address"]), port=int(body["port"]), protocol="tcp",
+                            nickname=str(body["nickname"]))
+        for address, port in body.get("real_servers") or []:
+            rs_index = appliance._next_rs
+            vs.real_servers[rs_index] = RealServer(index=rs_index, address=str(address), port=int(port))
+            appliance._next_rs += 1
+        appliance.virtual_services[index] = vs
+        appliance._next_vs += 1
+        return web.json_response({"index": index})
 
     # -- the API ---------------------------------------------------------------
     async def _access(self, request: web.Request) -> web.StreamResponse:

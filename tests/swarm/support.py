@@ -14,6 +14,7 @@ from controller.core import Core
 from controller.entries import Entry
 from controller.extension import ExtensionContext
 from controller.messages import Message
+from controller.status import EntryStatus
 from extensions.providers.swarm import SwarmConfig, SwarmProvider
 from extensions.provisioners.ipalloc import IPAllocConfig, IPAllocProvisioner
 
@@ -76,7 +77,7 @@ async def running_provider(config: SwarmConfig) -> AsyncIterator[ProviderRun]:
 class CoreRun:
     core: Core
     provider: SwarmProvider
-    history: list[Entry] = field(default_factory=list)
+    history: list[EntryStatus] = field(default_factory=list)
 
     def entry(self, name: str) -> Entry | None:
         return self.core.entry(name)

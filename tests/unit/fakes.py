@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from controller.extension import BaseExtension, ExtensionContext
+from controller.extension import PROVIDER, PROVISIONER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message, Service
 
 
 class RecordingProvisioner(BaseExtension):
     """Answers every message; can be told to fail, hang or refuse to start."""
+
+    kind = PROVISIONER
 
     def __init__(self, name: str, journal: list[tuple[str, str, str]] | None = None):
         super().__init__(ExtensionContext(name))
@@ -40,8 +42,16 @@ class RecordingProvisioner(BaseExtension):
         return message.reply()
 
 
+class RecordingIPAM(RecordingProvisioner):
+    """A recording step that declares it sets the public IP, as an IP pool does."""
+
+    sets_public_ip = True
+
+
 class FakeProvider(BaseExtension):
     """A provider whose services are set by the test; answers refresh like a real one."""
+
+    kind = PROVIDER
 
     def __init__(self, name: str = "provider.fake"):
         super().__init__(ExtensionContext(name))

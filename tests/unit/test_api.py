@@ -11,8 +11,9 @@ import aiohttp
 from controller.api import ApiServer
 from controller.config import CoreConfig
 from controller.core import Core
-from controller.entries import DEPLOYED
 from controller.messages import Action, Message, Service, Target
+from controller.status import DEPLOYED
+from tests.helpers import eventually
 from tests.unit.fakes import FakeProvider, RecordingProvisioner
 
 
@@ -28,7 +29,7 @@ async def test_api_serves_entries_in_the_go_shape_and_metrics():
     try:
         await provider.publish(Service(name="ns/web", targets=(Target("10.0.0.1", 30000),),
                                        dns_names=("web.example.com",)))
-        await core.wait_for(lambda: getattr(core.entries.get("ns/web"), "state", "") == DEPLOYED)
+        await eventually(lambda: getattr(core.entries.get("ns/web"), "state", "") == DEPLOYED)
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/health") as r:
                 assert r.status == 200
@@ -69,7 +70,7 @@ async def test_services_and_health_answer_while_a_provider_error_exists(tmp_path
     base = f"http://127.0.0.1:{api.port}"
     try:
         await provider.send_queue.put(Message(Action.ADD, Service(name="bad"), error="interlook.port: 'http'"))
-        await core.wait_for(lambda: "bad" in core.entries)
+        await eventually(lambda: "bad" in core.entries)
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/services") as r:
                 assert r.status == 200

@@ -16,6 +16,7 @@ from controller.instance import ClusterIdentity, Identity, derive_instance_id, i
 from controller.messages import Service, Target
 from extensions import resolve
 from extensions.kit.ownership import Mark, Ownership, Verdict, parse_text
+from tests.helpers import eventually
 from tests.unit.fakes import FakeProvider, RecordingProvisioner
 
 STEPS = ("provider.fake", "provisioner.dns")
@@ -106,14 +107,14 @@ async def test_a_standby_runs_nothing_and_says_so_until_it_is_activated(tmp_path
             await app.activate()
             await provider.publish(Service(name="ns/web", targets=(Target("10.0.0.1", 30000),),
                                            dns_names=("web.example.com",)))
-            await app.core.wait_for(lambda: getattr(app.core.entries.get("ns/web"), "state", "") == DEPLOYED)
+            await eventually(lambda: getattr(app.core.entries.get("ns/web"), "state", "") == DEPLOYED)
             async with http.get(f"{base}/version") as r:
                 assert (await r.json())["role"] == "active"
 
             # Pre-empted: everything stops at once, the entries are forgotten.
             dns.hang = True
             await provider.publish(Service(name="ns/other", dns_names=("other.example.com",)))
-            await app.core.wait_for(lambda: bool(dns.received) and dns.received[-1].service.name == "ns/other")
+            await eventually(lambda: bool(dns.received) and dns.received[-1].service.name == "ns/other")
             await app.deactivate()
             assert not app.core.started and app.core.entries == {}
             async with http.get(f"{base}/health") as r:
@@ -125,7 +126,7 @@ async def test_a_standby_runs_nothing_and_says_so_until_it_is_activated(tmp_path
             await app.activate()
             await provider.publish(Service(name="ns/web", targets=(Target("10.0.0.1", 30000),),
                                            dns_names=("web.example.com",)))
-            await app.core.wait_for(lambda: getattr(app.core.entries.get("ns/web"), "state", "") == DEPLOYED)
+            await eventually(lambda: getattr(app.core.entries.get("ns/web"), "state", "") == DEPLOYED)
             assert len(dns.received) == seen + 1
     finally:
         await app.stop()

@@ -11,8 +11,8 @@ from controller.config import Report, Section
 from controller.extension import ExtensionContext
 from controller.instance import Identity
 from controller.messages import Action, Message, Service
+from extensions.kit.orphans import OrphanSweep
 from extensions.kit.ownership import Mark
-from extensions.orphans import OrphanSweep
 from extensions.provisioners.ipalloc import FileStore, IPAllocConfig, IPAllocProvisioner, MemoryStore
 from extensions.provisioners.ipalloc.provisioner import STORE_SERVICE
 

@@ -27,8 +27,8 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable, Collection, Mapping
 
-from controller.entries import DEPLOYED, UNDEPLOYED, Entry
 from controller.messages import Service
+from controller.status import DEPLOYED, UNDEPLOYED, EntryStatus
 from extensions.providers.kubernetes.contract import (
     PUBLIC_IP,
     EndpointsView,
@@ -55,7 +55,7 @@ RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 # kopf indexes, as plain mappings: key -> the values indexed under it.
 Index = Mapping[Any, Collection[Any]]
-EntryOf = Callable[[str], "Entry | None"]
+EntryOf = Callable[[str], "EntryStatus | None"]
 
 
 @dataclass
@@ -105,7 +105,7 @@ class Tracked:
     admit_retry: asyncio.Task[None] | None = None   # a refused finalizer write, retried in the background
     deletion: asyncio.Task[None] | None = None      # undo every step, then release the finalizer
     pending: str = ""                               # why it is managed but not published
-    last_seen: Entry | None = None                  # the entry as the status sink last saw it
+    last_seen: EntryStatus | None = None                  # the entry as the status sink last saw it
     undone: asyncio.Event | None = None             # set while the core holds it walked back to undeployed
     stripping: bool = False                         # no longer ours: clean our marks once undone
 
@@ -213,7 +213,7 @@ class ServiceLifecycle:
                 await self.service_changed(namespace, name, body)
 
     # -- the status sink ------------------------------------------------------------
-    def on_entry(self, entry: Entry) -> None:
+    def on_entry(self, entry: EntryStatus) -> None:
         """The status sink: runs on the operator's loop for every changed entry."""
         key = entry.name
         tracked = self._track(key)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Mapping
 
-from controller.extension import BaseExtension, ExtensionContext
+from controller.extension import PROVIDER, BaseExtension, ExtensionContext
 from controller.instance import ClusterIdentity
 from controller.messages import Action, Message, Service
 from extensions.providers.kubernetes.config import KubernetesConfig
@@ -45,6 +45,7 @@ ClusterIdReader = Callable[[], Awaitable[str]]
 
 class KubernetesProvider(BaseExtension):
     name = "provider.kubernetes"
+    kind = PROVIDER
 
     def __init__(self, config: KubernetesConfig | None = None, context: ExtensionContext | None = None):
         super().__init__(context)
@@ -115,3 +116,4 @@ def _message_for(reading: Reading) -> Message:
     if reading.info:
         return Message(Action.DELETE, reading.service, info=reading.info)
     return Message(Action.ADD, reading.service)
+

@@ -1,6 +1,6 @@
 """Results written back on the Service: annotations, LoadBalancer status, Events.
 
-The core notifies a status sink with a snapshot of every changed entry; this
+The core notifies a status sink with the status of every changed entry; this
 module turns a snapshot into what the Service should show (:func:`present`,
 pure) and writes it with few API calls (:class:`StatusWriter`): one
 merge-patch per visible change, bursts coalesced, never a write when the
@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from controller.entries import DEPLOYED, UNDEPLOYED, Entry
+from controller.status import DEPLOYED, UNDEPLOYED, EntryStatus
 from extensions.kube_api import STRATEGIC_MERGE_PATCH, KubeApi, KubeApiError
 from extensions.providers.kubernetes.contract import (
     ERROR,
@@ -61,7 +61,7 @@ class Presentation:
         return dict(self.annotations).get(scope.key(STATE))
 
 
-def present(entry: Entry, scope: Scope, pending_reason: str = "") -> Presentation | None:
+def present(entry: EntryStatus, scope: Scope, pending_reason: str = "") -> Presentation | None:
     """The annotations for an entry; None when there is nothing to show (undeployed, not pending)."""
     values: dict[str, str | None] = dict.fromkeys(OUTPUT_KEYS)
     ingress: str | None = ""
@@ -104,7 +104,7 @@ class Event:
     message: str
 
 
-def events_between(before: Entry | None, after: Entry) -> list[Event]:
+def events_between(before: EntryStatus | None, after: EntryStatus) -> list[Event]:
     """The Events a change of an entry deserves (edge-triggered)."""
     out: list[Event] = []
     if after.error and (before is None or before.error != after.error):
@@ -117,8 +117,7 @@ def events_between(before: Entry | None, after: Entry) -> list[Event]:
         where = after.service.public_ip or "(no public IP step)"
         hosts = ",".join(after.service.dns_names)
         out.append(Event("Normal", "Provisioned", f"published {hosts} at {where}"))
-    undeployed = after.state == UNDEPLOYED and after.expected_state == UNDEPLOYED and not after.work_in_progress
-    if undeployed and before is not None and before.state != UNDEPLOYED:
+    if after.undone and before is not None and before.state != UNDEPLOYED:
         out.append(Event("Normal", "Deprovisioned", "every workflow step has been undone"))
     return out
 

@@ -16,7 +16,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from controller.extension import BaseExtension, ExtensionContext
+from controller.extension import PROVIDER, BaseExtension, ExtensionContext
 from controller.instance import ClusterIdentity
 from controller.messages import Action, Message, Service
 from extensions.providers.swarm.client import (
@@ -52,6 +52,7 @@ class _Sent:
 
 class SwarmProvider(BaseExtension):
     name = "provider.swarm"
+    kind = PROVIDER
 
     def __init__(self, config: SwarmConfig, context: ExtensionContext | None = None, *,
                  client: DockerSwarmClient | None = None):

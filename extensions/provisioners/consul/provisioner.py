@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import requests
 from consul.exceptions import ACLPermissionDenied, ConsulException
 
-from controller.extension import BaseExtension, ExtensionContext
+from controller.extension import PROVISIONER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message
-from extensions.orphans import OrphanSweep
+from extensions.kit.orphans import OrphanSweep
 from extensions.provisioners.consul.client import ConcurrentChange, ConsulCatalog
 from extensions.provisioners.consul.config import ConsulConfig
 from extensions.provisioners.consul.records import Plan, Record, normalize_names, plan_entry
@@ -36,6 +36,7 @@ class Outcome:
 
 class ConsulProvisioner(BaseExtension):
     name = "provisioner.consul"
+    kind = PROVISIONER
 
     def __init__(self, config: ConsulConfig, context: ExtensionContext | None = None):
         super().__init__(context)
@@ -72,7 +73,7 @@ class ConsulProvisioner(BaseExtension):
         return message
 
     async def run_background(self) -> None:
-        """Remove the records of entries that no longer exist (see extensions/orphans.py)."""
+        """Remove the records of entries that no longer exist (see extensions/kit/orphans.py)."""
         await self.orphan_sweep().forever(self.config.reconcile_interval)
 
     def orphan_sweep(self) -> OrphanSweep:

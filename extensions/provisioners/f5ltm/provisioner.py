@@ -30,10 +30,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from controller.extension import BaseExtension, ExtensionContext
+from controller.extension import PROVISIONER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message, Service
+from extensions.kit.orphans import sweep_forever
 from extensions.kit.ownership import Ownership, Verdict, parse_text
-from extensions.orphans import sweep_forever
 from extensions.provisioners.f5ltm.client import BigIPClient, BigIPError, BigIPUnreachable, uri_id
 from extensions.provisioners.f5ltm.config import F5Config
 from extensions.provisioners.f5ltm.names import NODE_ENTRY, legacy_object_name, object_name
@@ -86,6 +86,7 @@ def _differences(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, A
 
 class F5Provisioner(BaseExtension):
     name = "provisioner.f5ltm"
+    kind = PROVISIONER
 
     def __init__(self, config: F5Config, context: ExtensionContext | None = None, *,
                  clock: Callable[[], float] = time.monotonic):
@@ -124,7 +125,7 @@ class F5Provisioner(BaseExtension):
             self.client = None
 
     async def run_background(self) -> None:
-        """Remove what this instance made for entries that no longer exist (see extensions/orphans.py)."""
+        """Remove what this instance made for entries that no longer exist (see extensions/kit/orphans.py)."""
         await sweep_forever(self, self.config.reconcile_interval, self._owners, self._remove_orphan,
                             errors=(BigIPError, BigIPUnreachable, PlanError))
 

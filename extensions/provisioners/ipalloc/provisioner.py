@@ -25,10 +25,10 @@ import ipaddress
 from dataclasses import replace
 from typing import Any
 
-from controller.extension import BaseExtension, ExtensionContext
+from controller.extension import PROVISIONER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message
+from extensions.kit.orphans import OrphanSweep
 from extensions.kit.ownership import Ownership, Verdict
-from extensions.orphans import OrphanSweep
 from extensions.provisioners.ipalloc.config import IPAllocConfig
 from extensions.provisioners.ipalloc.store import AllocationStore, FileStore, Holder, MemoryStore
 
@@ -43,6 +43,8 @@ class PoolExhausted(Exception):
 
 class IPAllocProvisioner(BaseExtension):
     name = "provisioner.ipalloc"
+    kind = PROVISIONER
+    sets_public_ip = True  # the IPAM step: the core keeps the public_ip of its replies
 
     def __init__(self, config: IPAllocConfig, context: ExtensionContext | None = None):
         super().__init__(context)
@@ -74,7 +76,7 @@ class IPAllocProvisioner(BaseExtension):
         return self.ownership.is_own(holder) and self.config.contains(ip)
 
     async def run_background(self) -> None:
-        """Free the addresses of entries that no longer exist (see extensions/orphans.py)."""
+        """Free the addresses of entries that no longer exist (see extensions/kit/orphans.py)."""
         await self.orphan_sweep().forever(self.config.reconcile_interval)
 
     def orphan_sweep(self) -> OrphanSweep:

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Callable, Protocol
 
-from controller.entries import write_atomic
+from extensions.kit.files import write_atomic
 from extensions.kit.ownership import Mark
 
 Holder = Mark

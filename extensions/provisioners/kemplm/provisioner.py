@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from controller.extension import BaseExtension, ExtensionContext
+from controller.extension import PROVISIONER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message, Service
 from extensions.kit.ownership import Ownership, Verdict
 from extensions.provisioners.kemplm.client import KempAuthError, KempClient, KempError, VirtualService
@@ -43,6 +43,7 @@ class DesiredVS:
 
 class KempProvisioner(BaseExtension):
     name = "provisioner.kemplm"
+    kind = PROVISIONER
 
     def __init__(self, config: KempConfig, context: ExtensionContext | None = None):
         super().__init__(context)
