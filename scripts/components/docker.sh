@@ -188,6 +188,7 @@ up() {
     log "already running (pid $(cat "$PIDFILE"))"
   else
     stop_dockerd  # a stale pidfile or a wedged daemon
+    release_dead_netns
     start_dockerd
   fi
   init_swarm
@@ -197,12 +198,34 @@ up() {
   cat "$ENVFILE"
 }
 
+# Network namespaces a dockerd left mounted under its exec root when it died
+# (killed, or a session ended).  Their overlay vxlan devices stay in the
+# kernel, and the next Swarm's ingress network then fails every task with
+# "error creating vxlan interface: file exists".  Only namespaces of daemons
+# that are no longer running are released: a live dockerd's are its own.
+release_dead_netns() {
+  local mount dir pidfile link
+  grep -oE ' [^ ]*/exec/netns/[^ ]+ nsfs ' /proc/mounts | awk '{print $1}' | while read -r mount; do
+    dir="${mount%/exec/netns/*}"
+    pidfile="$dir/docker.pid"
+    if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      continue
+    fi
+    for link in $(nsenter --net="$mount" ip -o link show type vxlan 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
+      nsenter --net="$mount" ip link del "$link" >/dev/null 2>&1 || true
+    done
+    umount "$mount" >/dev/null 2>&1 || umount -l "$mount" >/dev/null 2>&1 || true
+    log "released the network namespace $mount of a dockerd that is gone"
+  done
+}
+
 down() {
   if running && responding; then
     docker swarm leave --force >/dev/null 2>&1 || true
     docker network rm docker_gwbridge >/dev/null 2>&1 || true
   fi
   stop_dockerd
+  release_dead_netns
   ip link del "$GW_BRIDGE" >/dev/null 2>&1 || true
   rm -f "$ENVFILE"
 }
