@@ -166,6 +166,8 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     # Equal priorities would pause both, so each process draws its own.
     if not settings.peering.priority:
         settings.peering.priority = random.randint(1, 2**31 - 1)
+    if provider_config is not None and provider_config.peering_lifetime:
+        settings.peering.lifetime = max(1, round(provider_config.peering_lifetime))
     settings.watching.server_timeout = 300
 
     OPERATOR.indexes = ClusterIndexes(services=kwargs.get("services_idx"), endpoints=kwargs.get("endpoints_idx"),

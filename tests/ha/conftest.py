@@ -41,9 +41,9 @@ REPLICA_USERS = ("ha-replica-a", "ha-replica-b", "ha-instance-1", "ha-instance-2
 # Every sweep each second, so that five passes take seconds; fast retries, as in tests/chaos.
 SWEEP = "1s"
 HA_CORE = {"retryBackoffBase": "500ms", "retryBackoffMax": "5s", "serviceWIPTimeout": "20s"}
-# kopf's peering lifetime (controller/main.py keeps kopf's default): a standby
+# kopf's peering lifetime (provider.kubernetes.peeringLifetime): a standby
 # takes over at most this long after the active one's last keepalive.
-PEERING_LIFETIME = 60.0
+PEERING_LIFETIME = 15.0
 
 
 def start_plane(state_dir: Path, users: tuple[str, ...] = REPLICA_USERS) -> ControlPlane:
@@ -130,6 +130,7 @@ def ha_config(path: Path, *, consul_url: str, f5: F5Process, f5_url: str, namesp
                  extra_core={**HA_CORE, **(core or {})}, consul_reconcile=SWEEP)
     config: dict[str, Any] = json.loads(path.read_text())
     config["ipam"]["ipalloc"]["reconcileInterval"] = SWEEP
+    config["provider"]["kubernetes"]["peeringLifetime"] = f"{PEERING_LIFETIME:g}s"
     config["lb"]["f5ltm"].update({"httpEndpoint": f5_url, "reconcileInterval": SWEEP})
     path.write_text(json.dumps(config, indent=2))
     return path

@@ -13,6 +13,9 @@ class KubernetesConfig:
     label_selector: Selector = Selector()
     namespaces: tuple[str, ...] = ()
     annotation_prefix: str = DEFAULT_PREFIX
+    # kopf peering: how long a replica's keepalive counts; a standby takes
+    # over at most this long after the active one stopped.  0: kopf's default.
+    peering_lifetime: float = 0.0
     # The Go program's keys, accepted so its configs load.  Under kopf the
     # connection comes from the in-cluster account or KUBECONFIG instead.
     name: str = "kubernetes"
@@ -37,6 +40,7 @@ class KubernetesConfig:
             label_selector=selector,
             namespaces=tuple(section.str_list("namespaces")),
             annotation_prefix=prefix,
+            peering_lifetime=section.duration("peeringLifetime", 0.0),
             name=section.str("name", "kubernetes"),
             endpoint=section.str("endpoint"),
             tls_ca=section.file("tlsCa"),
