@@ -232,7 +232,8 @@ async def probe_core(**_: Any) -> dict[str, Any]:
         raise RuntimeError("not started")
     if not OPERATOR.active:
         return {"role": "standby"}
-    return {name: s["status"] for name, s in app.core.extension_status().items()}
+    # What /health reports: an extension or a core task that is not doing its job, and why.
+    return {"role": "active", "problems": app.core.health_problems()}
 
 
 # ---------------------------------------------------------------- peering
