@@ -38,6 +38,8 @@ from typing import Any, AsyncIterator
 
 import httpx
 
+from tests.kubectl import apply_crds
+
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "interlook.io"
 STATE_KEY = f"{PREFIX}/state"
@@ -156,9 +158,7 @@ class ControlPlane:
         for user in ("admin", CONTROLLER_USER, DRIVER_USER):
             self._write_kubeconfig(user)
         self.start_apiserver(binary_path=apiserver)
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig("admin"))}
-        subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "extensions.providers.kubernetes.apply", "crds"],
-                       cwd=ROOT, env=env, check=True, capture_output=True)
+        apply_crds(self.kubeconfig("admin"))
 
     def start_apiserver(self, binary_path: str | None = None) -> None:
         apiserver = binary_path or binary("kube-apiserver")

@@ -23,6 +23,7 @@ import yaml
 
 from tests.consul.agent import ConsulAgent, consul_binary
 from tests.helpers import require_component
+from tests.kubectl import kubectl_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "interlook-system"
@@ -52,10 +53,10 @@ class Kubectl:
     """``kubectl --kubeconfig <the node's cluster>``, the way a person types it."""
 
     def __init__(self, kubeconfig: str):
-        found = subprocess.run(["bash", str(ROOT / "scripts/build-binaries.sh"), "path", "kubectl"],
-                               capture_output=True, text=True)
-        require_component(found.returncode == 0, "kubectl", "bash scripts/build-binaries.sh kube-node")
-        self.binary = found.stdout.strip()
+        binary = kubectl_binary()
+        require_component(binary is not None, "kubectl", "bash scripts/build-binaries.sh kube-node")
+        assert binary is not None
+        self.binary = binary
         self.kubeconfig = kubeconfig
 
     def __call__(self, *args: str, input: str | None = None, check: bool = True) -> str:
