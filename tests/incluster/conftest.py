@@ -185,6 +185,11 @@ def backend(kubectl: Kubectl, namespace: str, name: str) -> None:
 
 def published_service(kubectl: Kubectl, namespace: str, name: str, host: str) -> None:
     backend(kubectl, namespace, name)
+    service(kubectl, namespace, name, host)
+
+
+def service(kubectl: Kubectl, namespace: str, name: str, host: str) -> None:
+    """A LoadBalancer Service that asks to be published as ``host``, selecting the Pod ``name``."""
     kubectl.apply({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": namespace,

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.consul.agent import ConsulAgent
-from tests.incluster.conftest import NAMESPACE, SWEEP_S, Kubectl, published_service, ready, wait_for
+from tests.incluster.conftest import NAMESPACE, SWEEP_S, Kubectl, backend, published_service, ready, service, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.kubernetes]
 
@@ -108,33 +108,50 @@ def test_a_service_gets_its_ip_annotations_and_events(deployed: Kubectl, namespa
     no_denials(deployed, [p["metadata"]["name"] for p in deployed.pods()])
 
 
+@pytest.mark.xfail(strict=True, reason="issue 11: a standby replica still runs its orphan sweeps and removes the "
+                                        "active one's Consul records; remove this mark with the fix")
+def test_the_standby_leaves_the_active_replicas_records_alone(deployed: Kubectl, namespace: str,
+                                                              consul: ConsulAgent) -> None:
+    host = f"kept-{uuid.uuid4().hex[:6]}.incluster.example.com"
+    published_service(deployed, namespace, "kept", host)
+    ip = deployed_ip(deployed, namespace, "kept")
+    # Several orphan-sweep rounds of both replicas (SWEEP_S): DESIGN.md says a standby
+    # does nothing, no step, no sweep, no write, until it becomes the active one.
+    time.sleep(5 * SWEEP_S)
+    assert consul_address(consul, host) == ip
+    assert allocations(deployed).get(ip) == f"{namespace}/kept"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: a standby loads the IP pool's allocations when it starts, not when "
+                                        "it becomes active, so after a takeover a Service published in between gets "
+                                        "another address; remove this mark with the fix")
 def test_the_standby_takes_over_without_losing_a_record(deployed: Kubectl, namespace: str,
                                                         consul: ConsulAgent) -> None:
     before_host = f"before-{uuid.uuid4().hex[:6]}.incluster.example.com"
     published_service(deployed, namespace, "before", before_host)
     before_ip = deployed_ip(deployed, namespace, "before")
-    # Give the standby several orphan-sweep rounds: it must leave the records alone.
-    time.sleep(5 * SWEEP_S)
     active = active_pod(deployed)
     standby = next(name for name in peers(deployed) if name != active)
-    standby_log = f"the standby's log:\n{deployed.logs(standby)[-3000:]}"
-    assert consul_address(consul, before_host) == before_ip, standby_log
-    assert allocations(deployed).get(before_ip) == f"{namespace}/before", standby_log
-    standby = next(name for name in peers(deployed) if name != active)
 
-    deployed("-n", NAMESPACE, "delete", "pod", active, "--wait=true", "--timeout=120s")
     after_host = f"after-{uuid.uuid4().hex[:6]}.incluster.example.com"
-    published_service(deployed, namespace, "after", after_host)
-    after_ip = deployed_ip(deployed, namespace, "after")
+    backend(deployed, namespace, "after")
+    deployed("-n", namespace, "wait", "--for=condition=Ready", "pod/after", "--timeout=120s")
 
-    assert "Resuming operations after the pause" in deployed.logs(standby) or active_pod(deployed) == standby
-    # Nothing the first replica published was lost when the other took over.
-    assert annotations(deployed, namespace, "before").get("interlook.io/public-ip") == before_ip
-    assert consul_address(consul, before_host) == before_ip
-    assert consul_address(consul, after_host) == after_ip
-    held = allocations(deployed)
-    assert held.get(before_ip) == f"{namespace}/before" and held.get(after_ip) == f"{namespace}/after"
-    # The Deployment is whole again.
+    # Cordoned, the node cannot start the active's replacement: the standby must take over.
+    deployed("cordon", "interlook-node")
+    try:
+        deployed("-n", NAMESPACE, "delete", "pod", active, "--wait=true", "--timeout=120s")
+        service(deployed, namespace, "after", after_host)
+        after_ip = deployed_ip(deployed, namespace, "after")
+        # It resumed everything from the cluster, and nothing published before was lost.
+        assert {f"{namespace}/before", f"{namespace}/after"} <= set(entries(deployed, standby))
+        assert annotations(deployed, namespace, "before").get("interlook.io/public-ip") == before_ip
+        assert wait_for(lambda: consul_address(consul, before_host), f"{before_host} in Consul") == before_ip
+        assert consul_address(consul, after_host) == after_ip
+        held = allocations(deployed)
+        assert held.get(before_ip) == f"{namespace}/before" and held.get(after_ip) == f"{namespace}/after"
+    finally:
+        deployed("uncordon", "interlook-node")
     wait_for(lambda: len([p for p in deployed.pods() if ready(p)]) == 2, "two Ready replicas again")
 
 
