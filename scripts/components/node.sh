@@ -67,6 +67,9 @@ bin() { bash "$ROOT/scripts/build-binaries.sh" path "$1"; }
 kubectl_() { "$(bin kubectl)" --kubeconfig "$STATE/kubeconfig" "$@"; }
 ctr_() { ctr --address "$STATE/containerd.sock" --namespace k8s.io "$@"; }
 
+# Every mounted cgroup hierarchy: v1 controllers (and the hybrid's unified one), or v2's single tree.
+cgroup_hierarchies() { awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/mounts; }
+
 free_port() {
   "$PY" -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1]); s.close()' "$1"
 }
@@ -335,9 +338,9 @@ load_images() {
 
 start_kubelet() {
   mkdir -p "$STATE/kubelet" "$STATE/pod-logs"
-  local dir controller
+  local hierarchy
   # kubelet makes its cgroups under a root of ours, so `down` can find them all.
-  for controller in /sys/fs/cgroup/*/; do mkdir -p "$controller${CGROUP_ROOT#/}"; done
+  for hierarchy in $(cgroup_hierarchies); do mkdir -p "$hierarchy$CGROUP_ROOT"; done
   local port; port="$(free_port "$HOST_IP")"
   cat > "$STATE/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -476,8 +479,9 @@ unmount_all() {
 }
 
 remove_cgroups() {
-  local dir
-  for dir in /sys/fs/cgroup/*/"${CGROUP_ROOT#/}"; do
+  local hierarchy dir
+  for hierarchy in $(cgroup_hierarchies); do
+    dir="$hierarchy$CGROUP_ROOT"
     [[ -d "$dir" ]] || continue
     # Deepest first; a cgroup with processes left cannot go (and says so in `check`).
     find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
@@ -564,7 +568,7 @@ check() {
   pgrep -f -- "-address $STATE/containerd.sock" >/dev/null 2>&1 && problems+=("containerd shims")
   awk -v s="$STATE/" 'index($2, s) == 1' /proc/mounts | grep -q . && problems+=("mounts under $STATE")
   [[ -f "$STATE/bridge" ]] && ip link show "$(cat "$STATE/bridge")" >/dev/null 2>&1 && problems+=("bridge $(cat "$STATE/bridge")")
-  ls -d /sys/fs/cgroup/*/"${CGROUP_ROOT#/}" >/dev/null 2>&1 && problems+=("cgroups $CGROUP_ROOT")
+  for name in $(cgroup_hierarchies); do [[ -d "$name$CGROUP_ROOT" ]] && problems+=("cgroup $name$CGROUP_ROOT"); done
   iptables-save 2>/dev/null | grep -q -- "$MARK" && problems+=("iptables rules marked $MARK")
   if [[ -f "$STATE/sysctl.before" ]]; then
     while IFS= read -r line; do
