@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Builds the real components the tests run against (etcd, kube-apiserver,
-# Consul) from Go modules, because no release binary can be downloaded here.
-# Binaries are cached by version under ~/.cache/interlook/bin/<name>-<version>;
-# a binary already on PATH (or in KUBEBUILDER_ASSETS) is used instead.
+# Builds the real components the tests run against (etcd, the Kubernetes
+# binaries, Consul) from Go modules, because no release binary can be
+# downloaded here.  Binaries are cached by version under
+# ${INTERLOOK_CACHE:-~/.cache/interlook}/bin/<name>-<version>; a binary already
+# on PATH (or in KUBEBUILDER_ASSETS) is used instead.
 #
-#   scripts/build-binaries.sh [etcd|kube-apiserver|consul|all]
+#   scripts/build-binaries.sh [etcd|kube-apiserver|kube-node|consul|all]
+#
+# kube-node is what scripts/components/node.sh runs besides the API server:
+# kubelet, kube-proxy, kube-controller-manager, kube-scheduler, and kubectl
+# when none is on PATH.  Every missing Kubernetes binary is built by one
+# `go build` of one wrapper module, so they share their compiled packages.
 #
 # Prints nothing but progress on stderr; `scripts/build-binaries.sh path NAME`
 # prints the path of the binary to use.
@@ -29,7 +35,7 @@ log() { echo "[build-binaries] $*" >&2; }
 version_of() {
   case "$1" in
     etcd) echo "$ETCD_VERSION" ;;
-    kube-apiserver) echo "$KUBE_VERSION" ;;
+    kube-apiserver|kubelet|kube-proxy|kube-controller-manager|kube-scheduler|kubectl) echo "$KUBE_VERSION" ;;
     consul) echo "$CONSUL_VERSION" ;;
     *) echo "unknown component $1" >&2; exit 2 ;;
   esac
@@ -87,22 +93,57 @@ build_consul() {
     "replace launchpad.net/gocheck => github.com/go-check/check v0.0.0-20140225173054-eb6ee6f84d0a"
 }
 
-build_kube_apiserver() {
-  local v="$KUBE_VERSION" staging="v0${KUBE_VERSION#v1}"
-  local out="$BIN/kube-apiserver-$v"
-  if [[ -x "$out" ]]; then log "kube-apiserver $v cached at $out"; return 0; fi
+# Node binaries; kubectl only when PATH has none (it usually has).
+KUBE_NODE_BINARIES=(kubelet kube-proxy kube-controller-manager kube-scheduler)
+
+kube_package() {
+  case "$1" in
+    kubectl) echo k8s.io/kubernetes/cmd/kubectl ;;
+    *) echo "k8s.io/kubernetes/cmd/$1" ;;
+  esac
+}
+
+# build_kube NAME... : every NAME not cached yet, in one `go build`.
+build_kube() {
+  local v="$KUBE_VERSION" staging="v0${KUBE_VERSION#v1}" name
+  local -a missing=() packages=()
+  for name in "$@"; do
+    if [[ -x "$BIN/$name-$v" ]]; then log "$name $v cached at $BIN/$name-$v"; continue; fi
+    missing+=("$name"); packages+=("$(kube_package "$name")")
+  done
+  (( ${#missing[@]} )) || return 0
+  command -v go >/dev/null || { log "go is not installed; cannot build ${missing[*]}"; exit 1; }
+  mkdir -p "$SRC" "$BIN"
   # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces
-  # them with ./staging paths; pin each to the published v0.X.Y instead.
-  local gomod
-  gomod="$(cd "$SRC" 2>/dev/null || mkdir -p "$SRC"; cd "$SRC" && go mod download -json "k8s.io/kubernetes@$v" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
-  local -a lines=()
-  while read -r mod; do
-    lines+=("replace $mod => $mod $staging")
-  done < <(grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$gomod" | awk '{print $1}' | sort -u)
-  # Stamp the version, or the server reports v0.0.0-master.
-  local minor="${v#v1.}"; minor="${minor%%.*}"
-  GO_LDFLAGS="-X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
-    go_module_build kube-apiserver "k8s.io/kubernetes@$v" k8s.io/kubernetes/cmd/kube-apiserver "${lines[@]}"
+  # them with ./staging paths; a wrapper module pins each to the published
+  # v0.X.Y instead.
+  local gomod dir="$SRC/kubernetes-$v" start=$SECONDS
+  gomod="$(cd "$SRC" && go mod download -json "k8s.io/kubernetes@$v" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  rm -rf "$dir"; mkdir -p "$dir/out"
+  (
+    cd "$dir"
+    go mod init interlook.local/build/kubernetes >/dev/null 2>&1
+    grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$gomod" | awk '{print $1}' | sort -u |
+      while read -r mod; do echo "replace $mod => $mod $staging"; done >> go.mod
+    log "fetching k8s.io/kubernetes@$v"
+    go get "k8s.io/kubernetes@$v" >&2
+    # Stamp the version, or the binaries report v0.0.0-master.
+    local minor="${v#v1.}"; minor="${minor%%.*}"
+    log "building ${missing[*]} (one go build; long on a cold cache)"
+    go build -trimpath -ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
+      -o out/ "${packages[@]}" >&2
+  )
+  for name in "${missing[@]}"; do mv "$dir/out/$name" "$BIN/$name-$v"; done
+  rm -rf "$dir/out"
+  log "${missing[*]} $v built in $((SECONDS - start))s -> $BIN"
+}
+
+# What kube-node has to build: the node binaries not found, and kubectl when absent.
+kube_node_missing() {
+  local name
+  for name in "${KUBE_NODE_BINARIES[@]}" kubectl; do
+    path_of "$name" >/dev/null 2>&1 && [[ -z "${FORCE_BUILD:-}" ]] || echo "$name"
+  done
 }
 
 main() {
@@ -110,10 +151,11 @@ main() {
   case "$what" in
     path) path_of "$2" ;;
     etcd) path_of etcd >/dev/null 2>&1 && [[ -z "${FORCE_BUILD:-}" ]] || build_etcd ;;
-    kube-apiserver) path_of kube-apiserver >/dev/null 2>&1 && [[ -z "${FORCE_BUILD:-}" ]] || build_kube_apiserver ;;
+    kube-apiserver) path_of kube-apiserver >/dev/null 2>&1 && [[ -z "${FORCE_BUILD:-}" ]] || build_kube kube-apiserver ;;
+    kube-node) mapfile -t names < <(kube_node_missing); (( ${#names[@]} == 0 )) || build_kube "${names[@]}" ;;
     consul) path_of consul >/dev/null 2>&1 && [[ -z "${FORCE_BUILD:-}" ]] || build_consul ;;
-    all) main etcd; main kube-apiserver; main consul ;;
-    *) echo "usage: $0 [etcd|kube-apiserver|consul|all|path NAME]" >&2; exit 2 ;;
+    all) main etcd; main kube-apiserver; main kube-node; main consul ;;
+    *) echo "usage: $0 [etcd|kube-apiserver|kube-node|consul|all|path NAME]" >&2; exit 2 ;;
   esac
 }
 main "$@"

@@ -8,7 +8,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 export INTERLOOK_STATE="${INTERLOOK_STATE:-$ROOT/.env}"
-COMPONENTS="${INTERLOOK_COMPONENTS:-kube consul docker simulators}"
+COMPONENTS="${INTERLOOK_COMPONENTS:-kube consul docker simulators node}"
 mkdir -p "$INTERLOOK_STATE"
 
 case "${1:-}" in
@@ -27,11 +27,16 @@ case "${1:-}" in
     cat "$INTERLOOK_STATE/env.sh"
     ;;
   down)
+    # Every component is stopped even if one fails; the exit status says whether one did
+    # (node.sh fails when something of it is left on the machine).
+    failed=()
     for c in $(echo "$COMPONENTS" | tr ' ' '\n' | tac); do
       script="$ROOT/scripts/components/$c.sh"
-      [[ -f "$script" ]] && bash "$script" down || true
+      [[ -f "$script" ]] || continue
+      bash "$script" down || failed+=("$c")
     done
     rm -f "$INTERLOOK_STATE/env.sh"
+    if (( ${#failed[@]} )); then echo "[env] stopping ${failed[*]} failed" >&2; exit 1; fi
     ;;
   *) echo "usage: $0 up|down" >&2; exit 2 ;;
 esac

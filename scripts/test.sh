@@ -4,7 +4,17 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 export INTERLOOK_STATE="${INTERLOOK_STATE:-$ROOT/.env}"
-cleanup() { bash scripts/env.sh down >/dev/null 2>&1 || true; }
+# Stopping must leave the machine as it was (scripts/components/node.sh checks
+# its mounts, bridge, iptables, cgroups, sysctls): when not, the run fails.
+cleanup() {
+  local rc=$?
+  if ! bash scripts/env.sh down >"$INTERLOOK_STATE/env-down.log" 2>&1; then
+    echo "make test: stopping the components failed or left something behind:" >&2
+    tail -n 20 "$INTERLOOK_STATE/env-down.log" >&2
+    (( rc != 0 )) || rc=1
+  fi
+  exit "$rc"
+}
 trap cleanup EXIT
 if ! exports="$(bash scripts/env.sh up)"; then
   echo "make test: a real component failed to start (see messages above)" >&2

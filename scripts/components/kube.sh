@@ -153,7 +153,10 @@ up() {
     sleep 0.5
   done
   log "ready; applying $ROOT/crds"
-  (cd "$ROOT" && KUBECONFIG="$STATE/kubeconfig" "$PY" -m extensions.providers.kubernetes.apply crds) >&2
+  local kubectl
+  kubectl="$(bash "$ROOT/scripts/build-binaries.sh" path kubectl)" || { log "no kubectl (make deps)"; down_quiet; return 1; }
+  "$kubectl" --kubeconfig "$STATE/kubeconfig" apply -f "$ROOT/crds" >&2
+  "$kubectl" --kubeconfig "$STATE/kubeconfig" wait --for=condition=Established --timeout=60s -f "$ROOT/crds" >&2
   echo "export KUBECONFIG=$STATE/kubeconfig"
 }
 

@@ -41,6 +41,7 @@ import httpx
 
 from extensions.kit.ownership import parse_text
 from extensions.provisioners.consul.records import INSTANCE_KEY, MANAGED_KEY, OWNER_KEY
+from tests.kubectl import apply_crds
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "interlook.io"
@@ -165,9 +166,7 @@ class ControlPlane:
         for user in self.all_users:
             self._write_kubeconfig(user)
         self.start_apiserver(binary_path=apiserver)
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig("admin"))}
-        subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "extensions.providers.kubernetes.apply", "crds"],
-                       cwd=ROOT, env=env, check=True, capture_output=True)
+        apply_crds(self.kubeconfig("admin"))
 
     def start_apiserver(self, binary_path: str | None = None) -> None:
         apiserver = binary_path or binary("kube-apiserver")

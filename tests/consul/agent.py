@@ -37,19 +37,19 @@ def consul_binary() -> str | None:
     return path if out.returncode == 0 and path else None
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct ports free on 127.0.0.1 for both TCP and UDP (DNS needs both)."""
+def _free_ports(count: int, address: str = "127.0.0.1") -> list[int]:
+    """Distinct ports free on ``address`` for both TCP and UDP (DNS needs both)."""
     held: list[socket.socket] = []
     ports: list[int] = []
     try:
         while len(ports) < count:
             tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            tcp.bind(("127.0.0.1", 0))
+            tcp.bind((address, 0))
             port = tcp.getsockname()[1]
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             held += [tcp, udp]
             try:
-                udp.bind(("127.0.0.1", port))
+                udp.bind((address, port))
             except OSError:
                 continue
             ports.append(port)
@@ -67,9 +67,11 @@ class ConsulAgent:
     # With ACLs on: the bootstrap (initial management) token, full rights.
     bootstrap_token: str = field(default_factory=lambda: str(uuid.uuid4()))
     name: str = "interlook-test"
+    # Where it binds and listens: loopback, or e.g. the test node's bridge so Pods reach it.
+    address: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
-        self.http_port, self.dns_port, server, serf_lan, serf_wan, grpc = _free_ports(6)
+        self.http_port, self.dns_port, server, serf_lan, serf_wan, grpc = _free_ports(6, self.address)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config: dict[str, object] = {
             "node_name": self.name,
@@ -90,7 +92,7 @@ class ConsulAgent:
 
     @property
     def http_addr(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self.address}:{self.http_port}"
 
     @property
     def url(self) -> str:
@@ -105,7 +107,7 @@ class ConsulAgent:
             return
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(
-                [self.binary, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+                [self.binary, "agent", "-dev", "-bind", self.address, "-client", self.address,
                  "-config-file", str(self.state_dir / "agent.json")],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self._wait_for_leader()

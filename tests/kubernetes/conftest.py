@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from tests.helpers import free_port, require_component
+from tests.kubectl import apply_crds
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE_SH = ROOT / "scripts" / "components" / "kube.sh"
@@ -79,11 +80,8 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def admin(kubeconfig: str) -> Any:
     from kubernetes import config
 
-    from extensions.providers.kubernetes.apply import apply_documents, load_documents
-
-    api_client = config.new_client_from_config(config_file=kubeconfig)
-    apply_documents(api_client, load_documents([ROOT / "crds"]))
-    return api_client
+    apply_crds(kubeconfig)
+    return config.new_client_from_config(config_file=kubeconfig)
 
 
 @pytest.fixture()

@@ -11,8 +11,8 @@ import yaml
 
 from extensions.kit.ownership import Mark
 from extensions.kube_api import KubeApi
-from extensions.providers.kubernetes.apply import apply_documents, load_documents
 from extensions.provisioners.ipalloc.kube_store import KubeStore, object_name
+from tests.kubectl import apply_documents, documents
 from tests.kubernetes.conftest import ROOT, Cluster, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.kubernetes]
@@ -41,8 +41,8 @@ def test_controller_does_its_job_as_its_service_account_and_no_more(
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
 
-    docs = [d for d in load_documents([ROOT / "manifests"]) if d["kind"] not in ("Deployment",)]
-    apply_documents(admin, docs)
+    # Everything but the Deployment: this cluster has no node; the controller runs here, as the ServiceAccount.
+    apply_documents(kubeconfig, [d for d in documents(ROOT / "manifests") if d["kind"] != "Deployment"])
     sa_config = service_account_kubeconfig(admin, kubeconfig, tmp_path / "sa-kubeconfig")
 
     node = cluster.node("10.9.0.1")

@@ -1,0 +1,28 @@
+/* The Pod sandbox's "pause" process, for a node that cannot pull one.
+ *
+ * It holds the Pod's namespaces open and, as PID 1 of a shared PID namespace,
+ * reaps orphans; it exits on SIGINT/SIGTERM.  Built static by
+ * scripts/build-images.sh, so its image is this one file.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void on_stop(int sig) { (void)sig; _exit(0); }
+
+static void on_child(int sig) {
+  (void)sig;
+  while (waitpid(-1, NULL, WNOHANG) > 0) {
+  }
+}
+
+int main(void) {
+  struct sigaction stop = {.sa_handler = on_stop};
+  struct sigaction child = {.sa_handler = on_child, .sa_flags = SA_NOCLDSTOP};
+  sigaction(SIGINT, &stop, NULL);
+  sigaction(SIGTERM, &stop, NULL);
+  sigaction(SIGCHLD, &child, NULL);
+  for (;;) pause();
+  return 0;
+}
