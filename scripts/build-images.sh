@@ -84,10 +84,11 @@ base_image() {
 
 # The project's dependencies and build backend as wheels, fetched by this
 # machine's own pip (which trusts this machine's CAs; a container would not).
-# Cached by the hash of pyproject.toml.
+# The versions of constraints.txt, as the Dockerfile installs them.  Cached by
+# the hash of pyproject.toml and constraints.txt.
 wheelhouse() {
   local key dir
-  key="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+  key="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)"
   dir="$CACHE/wheels/$key"
   if [[ ! -f "$dir/.complete" ]]; then
     local py="$ROOT/.venv/bin/python"; [[ -x "$py" ]] || py=python3
@@ -98,7 +99,7 @@ import sys, tomllib
 data = tomllib.load(open(sys.argv[1], "rb"))
 print("\n".join(data["project"]["dependencies"] + data["build-system"]["requires"]))
 PYEOF
-    "$py" -m pip wheel --quiet --wheel-dir "$dir" -r "$dir/requirements.txt" >&2
+    "$py" -m pip wheel --quiet --wheel-dir "$dir" -c "$ROOT/constraints.txt" -r "$dir/requirements.txt" >&2
     touch "$dir/.complete"
   fi
   echo "$dir"
