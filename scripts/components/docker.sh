@@ -205,7 +205,7 @@ up() {
 # that are no longer running are released: a live dockerd's are its own.
 release_dead_netns() {
   local mount dir pidfile link
-  grep -oE ' [^ ]*/exec/netns/[^ ]+ nsfs ' /proc/mounts | awk '{print $1}' | while read -r mount; do
+  { grep -oE ' [^ ]*/exec/netns/[^ ]+ nsfs ' /proc/mounts || true; } | awk '{print $1}' | while read -r mount; do
     dir="${mount%/exec/netns/*}"
     pidfile="$dir/docker.pid"
     if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
