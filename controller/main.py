@@ -9,8 +9,9 @@ Service lives.  This module only translates:
 
 * kopf settings: plain event handlers, no diff-base, no handler logs as
   Events, a random peering priority;
-* kopf indexes: Services, EndpointSlices and Nodes held in memory, so no
-  event costs a LIST and a refresh from the core is answered from memory;
+* kopf indexes (EndpointSlices, Nodes) and a map of Service summaries held
+  in memory, so no event costs a LIST and a refresh from the core is
+  answered from memory;
 * kopf peering: with ``--peering`` only the active replica acts.  A standby
   answers the HTTP API and nothing else; it becomes active when kopf resumes
   it (a daemon on the peering object runs exactly while kopf lets this
@@ -21,17 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import random
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import kopf
 
 from controller.app import App, build_app, read_config, setup_logging
 from controller.extension import ExtensionStartError
 from extensions.kube_api import KubeApi, KubeApiError
-from extensions.providers.kubernetes.contract import Scope, node_internal_ip, summarize_endpoint_slice
+from extensions.providers.kubernetes.contract import (
+    Scope,
+    node_internal_ip,
+    summarize_endpoint_slice,
+    summarize_service,
+)
 from extensions.providers.kubernetes.lifecycle import ClusterIndexes, ServiceLifecycle
 from extensions.providers.kubernetes.provider import KubernetesProvider
 from extensions.providers.kubernetes.writeback import StatusWriter
@@ -73,6 +80,8 @@ class Operator:
     lifecycle: ServiceLifecycle | None = None
     indexes: ClusterIndexes = dataclasses.field(default_factory=ClusterIndexes)
     peering: str = ""       # the peering object whose daemon says "active"; "" when always active
+    # A Service body -> what is kept of it (contract.summarize_service, bound to the scope at start-up).
+    summarize: Callable[[Any], dict[str, Any]] = dict
     active: bool = False
     switching: asyncio.Lock | None = None
 
@@ -167,8 +176,8 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
         settings.peering.priority = random.randint(1, 2**31 - 1)
     settings.watching.server_timeout = 300
 
-    OPERATOR.indexes = ClusterIndexes(services=kwargs.get("services_idx"), endpoints=kwargs.get("endpoints_idx"),
-                                      nodes=kwargs.get("nodes_idx"))
+    OPERATOR.indexes = ClusterIndexes(endpoints=kwargs.get("endpoints_idx"), nodes=kwargs.get("nodes_idx"))
+    OPERATOR.summarize = functools.partial(summarize_service, scope=scope, finalizer=f"{scope.prefix}/finalizer")
     OPERATOR.switching = asyncio.Lock()
     kube = KubeApi.from_api_client(_api_client())
     services: dict[str, Any] = {}
@@ -261,17 +270,6 @@ _without_finalizer("active")
 
 # Index handlers are coroutines: kopf runs plain functions in a thread pool,
 # which costs a thread hop per event for what is a dictionary lookup.
-@kopf.index(*SERVICES)
-async def services_idx(body: Any, namespace: Any, name: str, **_: Any) -> Any:
-    # A plain copy: kopf bodies are live views of the latest event.
-    return {(namespace, name): {
-        "metadata": {k: body.metadata.get(k) for k in ("name", "namespace", "uid", "labels", "annotations",
-                                                       "finalizers", "deletionTimestamp")},
-        "spec": {"type": body.spec.get("type"), "ports": list(body.spec.get("ports") or [])},
-        "status": dict(body.get("status") or {}),
-    }}
-
-
 @kopf.index(*ENDPOINT_SLICES)
 async def endpoints_idx(body: Any, namespace: Any, labels: Mapping[str, str], **_: Any) -> Any:
     service = labels.get(SERVICE_NAME_LABEL)
@@ -292,6 +290,8 @@ async def nodes_idx(body: Any, name: str, **_: Any) -> Any:
 @kopf.on.event(*SERVICES)
 async def service_event(body: Any, namespace: Any, name: str, type: str | None, **_: Any) -> None:
     """Every change of every Service (and each one once at start-up)."""
+    # Kept active or not: a standby that becomes active resumes from this map.
+    OPERATOR.indexes.remember_service(namespace, name, None if type == "DELETED" else OPERATOR.summarize(body))
     lifecycle = OPERATOR.lifecycle
     if lifecycle is None or not OPERATOR.active:
         return

@@ -160,6 +160,42 @@ def _labels(body: Mapping[str, Any]) -> Mapping[str, str]:
     return _meta(body).get("labels") or {}
 
 
+def summarize_service(body: Mapping[str, Any], scope: Scope, finalizer: str) -> dict[str, Any]:
+    """The part of a Service the controller reads, in the shape of its body (held for every Service).
+
+    Our annotations (inputs and outputs, under the prefix), the labels the
+    selector and the Go Interlook's labels name, our finalizer, the type and
+    ports, the LoadBalancer addresses: nothing else is ever read, and a
+    Service's other annotations (``last-applied-configuration`` alone is
+    often kilobytes) would be most of what 10,000 Services cost in memory.
+    """
+    meta = body.get("metadata") or {}
+    prefix = f"{scope.prefix}/"
+    wanted_labels = {key for key, _, _ in scope.selector.requirements} | {LEGACY_HOSTS, LEGACY_PORT, LEGACY_TLS}
+    summary_meta: dict[str, Any] = {"name": meta.get("name"), "namespace": meta.get("namespace"),
+                                    "uid": meta.get("uid")}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(prefix)}
+    if annotations:
+        summary_meta["annotations"] = annotations
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k in wanted_labels}
+    if labels:
+        summary_meta["labels"] = labels
+    if finalizer in (meta.get("finalizers") or []):
+        summary_meta["finalizers"] = [finalizer]
+    if meta.get("deletionTimestamp"):
+        summary_meta["deletionTimestamp"] = meta.get("deletionTimestamp")
+    spec = body.get("spec") or {}
+    summary: dict[str, Any] = {"metadata": summary_meta, "spec": {
+        "type": spec.get("type"),
+        "ports": [{k: p[k] for k in ("name", "port", "nodePort") if p.get(k) is not None}
+                  for p in spec.get("ports") or []]}}
+    ingress = [{"ip": i["ip"]} for i in (((body.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [])
+               if i.get("ip")]
+    if ingress:
+        summary["status"] = {"loadBalancer": {"ingress": ingress}}
+    return summary
+
+
 def asks_to_be_published(body: Mapping[str, Any], scope: Scope) -> bool:
     """The Service carries hosts and port, as annotations or legacy labels (values not checked)."""
     annotations, labels = _annotations(body), _labels(body)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Collection, Mapping
 
 from controller.entries import DEPLOYED, UNDEPLOYED, Entry
@@ -60,18 +60,28 @@ EntryOf = Callable[[str], "Entry | None"]
 
 @dataclass
 class ClusterIndexes:
-    """Services, their endpoints and node addresses, as the kopf indexes hold them (no API call)."""
+    """Services, their endpoints and node addresses, held in memory (no API call).
 
-    services: Index | None = None    # (namespace, name) -> [summarised Service body]
+    Endpoints and nodes are kopf indexes: kopf fills them before any handler
+    runs, so a Service is never published before its endpoints are known.
+    Services are a plain map kept by the Service event handler (every event,
+    active or not): a kopf index would cost one more handler call per event
+    and several objects per Service, for what the handler holds anyway.
+    """
+
+    services: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)  # summarised bodies
     endpoints: Index | None = None   # (namespace, service) -> [EndpointsView]
     nodes: Index | None = None       # node name -> [InternalIP]
 
     def service_body(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        if self.services is None:
-            return None
-        for body in self.services.get((namespace, name), []):
-            return body  # type: ignore[no-any-return]
-        return None
+        return self.services.get((namespace, name))
+
+    def remember_service(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        """The latest summary of a Service (contract.summarize_service); None: it left the API."""
+        if body is None:
+            self.services.pop((namespace, name), None)
+        else:
+            self.services[(namespace, name)] = body
 
     def view(self, namespace: str, name: str, body: Mapping[str, Any] | None = None) -> ClusterView | None:
         body = body if body is not None else self.service_body(namespace, name)
@@ -93,7 +103,7 @@ class ClusterIndexes:
         return {key for key, views in self.endpoints.items() if any(n == node for v in views for n, _ in v.ready)}
 
     def all_services(self) -> list[tuple[str, str]]:
-        return list(self.services.keys()) if self.services is not None else []
+        return list(self.services.keys())
 
 
 @dataclass

@@ -101,6 +101,10 @@ class F5Provisioner(BaseExtension):
         # A policy has one draft at a time: rules of different services take turns.
         self._policy_locks: dict[str, asyncio.Lock] = {}
         self._known: Known | None = None
+        # Names at the legacy form that held our objects at start-up (None: not known, read each time).
+        self._legacy: set[str] | None = None
+        # Hosts with a node in our partition, as seen; cleared by any failed write (see handle).
+        self._nodes: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------
     async def setup(self) -> None:
@@ -129,7 +133,8 @@ class F5Provisioner(BaseExtension):
 
         Only a shortcut: when it fails, every entry is read the normal way.
         """
-        self._known = None
+        self._known, self._legacy = None, None
+        self._nodes.clear()
         try:
             pools = await self._list(f"{POOL}?expandSubcollections=true")
             virtuals = await self._list(VIRTUAL)
@@ -138,10 +143,14 @@ class F5Provisioner(BaseExtension):
                 for policy in self._policies():
                     rules[policy] = await self._list(f"{POLICY}/{uri_id(policy)}/rules?expandSubcollections=true",
                                                      partition=False)
+            nodes = await self._list(NODE)
         except (BigIPError, BigIPUnreachable) as exc:
             self.log.info("no bulk read of partition %s (%s): entries are read one by one",
                           self.config.partition, exc)
             return
+        self._legacy = {str(item.get("name")) for item in [*pools, *virtuals, *(r for v in rules.values() for r in v)]
+                        if _at_legacy_name(item, self.instance_id)}
+        self._nodes = {str(item.get("name")) for item in nodes}
         known = Known(pools=pools, virtuals=virtuals, rules=rules, loaded_at=self.clock(), ttl=KNOWN_TTL)
         if len(known):
             self._known = known
@@ -214,6 +223,7 @@ class F5Provisioner(BaseExtension):
         try:
             await work(message.service, seen=self._seen(message.service))
         except (BigIPError, BigIPUnreachable, PlanError) as exc:
+            self._nodes.clear()  # a node removed behind our back must be read again
             self.log.warning("%s %s: %s", message.action, message.service.name, exc)
             return message.failed(f"{self.name}: {exc}")
         return message.reply()
@@ -281,33 +291,43 @@ class F5Provisioner(BaseExtension):
                 "conditions": [{"name": "0", **condition}], "actions": [{"name": "0", **action}]}
 
     # -- names: ours, or adopted from before instance ids ---------------------------
-    async def _name_for(self, service: Service, *, adopt: bool = True, seen: Seen | None = None) -> str:
-        """The name of the entry's objects: ours, unless objects from before instance ids are adopted in place.
+    async def _name_for(self, service: Service, *, adopt: bool = True,
+                        seen: Seen | None = None) -> tuple[str, dict[str, Any] | None]:
+        """The name of the entry's objects, and the pool found at that name (None: no pool there).
 
-        Objects at the legacy name (``interlook_<ns>_<name>``) marked for this
+        Ours, unless objects from before instance ids are adopted in place:
+        objects at the legacy name (``interlook_<ns>_<name>``) marked for this
         very entry, legacy or already re-marked with our instance, keep their
         name: BIG-IP cannot rename, and re-creating a virtual server would cut
         its traffic.  Only reads: a repeated message still writes nothing.
+        The legacy name is only read when the start-up read found an object
+        there (or could not tell): a restart must not cost every entry two
+        more reads for names that no longer exist.
         """
         name = object_name(self.instance_id, service.name)
-        if await self._read_pool(name, seen, expand=False) is not None:
-            return name
+        pool = await self._read_pool(name, seen)
+        if pool is not None:
+            return name, pool
         legacy = legacy_object_name(service.name)
-        candidates = [await self._read_pool(legacy, seen, expand=False), await self._read_virtual(legacy, seen)]
+        if self._legacy is not None and legacy not in self._legacy:
+            return name, None
+        legacy_pool = await self._read_pool(legacy, seen)
+        candidates = [legacy_pool, await self._read_virtual(legacy, seen)]
         if self.config.update_mode == "policy":
             for policy in self._policies():
                 with contextlib.suppress(PlanError):  # no policy, so no rule in it
                     candidates.append(await self._published_rule(policy, legacy, seen))
         for found in candidates:
             if found is not None and self._verdict(found, service, adopt) is not Verdict.FOREIGN:
-                return legacy
-        return name
+                return legacy, legacy_pool
+        return name, None
 
-    async def _read_pool(self, name: str, seen: Seen | None, *, expand: bool = True) -> dict[str, Any] | None:
+    async def _read_pool(self, name: str, seen: Seen | None) -> dict[str, Any] | None:
+        """The pool at ``name`` with its members."""
         if seen is not None:
             return seen.pool(name)
-        query = "?expandSubcollections=true" if expand else ""
-        return await self._bigip.get(f"{POOL}/{uri_id(self._path(name))}{query}")  # type: ignore[no-any-return]
+        return await self._bigip.get(  # type: ignore[no-any-return]
+            f"{POOL}/{uri_id(self._path(name))}?expandSubcollections=true")
 
     async def _read_virtual(self, name: str, seen: Seen | None) -> dict[str, Any] | None:
         if seen is not None:
@@ -326,29 +346,29 @@ class F5Provisioner(BaseExtension):
         """``seen``: the entry's objects as the start-up read found them (known.py), instead of reading them."""
         if self.config.update_mode == "vs":
             destination = self._destination(service)  # fail before writing anything
-            name = await self._name_for(service, seen=seen)
-            pool = await self._ensure_pool(service, name, seen)
+            name, current = await self._name_for(service, seen=seen)
+            pool = await self._ensure_pool(service, name, current)
             await self._ensure_virtual(service, name, destination, pool, seen)
             return
         policy = self._policy_for(service)
         hosts = self._hosts(service)  # fail before writing anything
-        name = await self._name_for(service, seen=seen)
+        name, current = await self._name_for(service, seen=seen)
         rule = self._rule(service, name, hosts)
-        await self._ensure_pool(service, name, seen)
+        await self._ensure_pool(service, name, current)
         await self._ensure_rule(policy, rule, service, seen)
         # A service that changed TLS moves from one policy to the other.
         for other in self._policies():
             if other != policy:
                 await self._remove_rule(other, service, name, seen=seen)
 
-    async def _ensure_pool(self, service: Service, name: str, seen: Seen | None = None) -> str:
+    async def _ensure_pool(self, service: Service, name: str, current: dict[str, Any] | None) -> str:
+        """The pool at ``name`` as wanted; ``current``: the pool there as just read (None: none)."""
         path = self._path(name)
         url = f"{POOL}/{uri_id(path)}"
         wanted: dict[str, Any] = {"description": self._description(service),
                                   "loadBalancingMode": self.config.load_balancing_mode,
                                   "monitor": normalize_monitor(self.config.monitor_name)}
         members = self._members(service)
-        current = await self._read_pool(name, seen)
         if current is None:
             await self._ensure_nodes({m.host for m in members})
             body = {"name": name, "partition": self.config.partition, **wanted,
@@ -390,17 +410,17 @@ class F5Provisioner(BaseExtension):
 
     async def _ensure_nodes(self, hosts: set[str]) -> None:
         """Create the nodes a pool needs, marked as this instance's; existing ones are used as they are."""
-        for host in sorted(hosts):
+        for host in sorted(hosts - self._nodes):
             path = f"/{self.config.partition}/{host}"
-            if await self._bigip.get(f"{NODE}/{uri_id(path)}") is not None:
-                continue
-            body = {"name": host, "partition": self.config.partition, "address": host,
-                    "description": self._node_description()}
-            try:
-                await self._bigip.request("POST", NODE, body)
-            except BigIPError as exc:
-                if exc.status != 409:  # created meanwhile by another pool: fine
-                    raise
+            if await self._bigip.get(f"{NODE}/{uri_id(path)}") is None:
+                body = {"name": host, "partition": self.config.partition, "address": host,
+                        "description": self._node_description()}
+                try:
+                    await self._bigip.request("POST", NODE, body)
+                except BigIPError as exc:
+                    if exc.status != 409:  # created meanwhile by another pool: fine
+                        raise
+            self._nodes.add(host)
 
     async def _release_nodes(self, hosts: set[str]) -> None:
         """Delete nodes this instance made once no pool uses them; a node still in use stays.
@@ -412,6 +432,7 @@ class F5Provisioner(BaseExtension):
         ours = self.ownership.mark(NODE_ENTRY)
         for host in sorted(h for h in hosts if h):
             url = f"{NODE}/{uri_id(f'/{self.config.partition}/{host}')}"
+            self._nodes.discard(host)
             node = await self._bigip.get(url)
             if node is None or parse_text(node.get("description")) != ours:
                 continue
@@ -552,7 +573,7 @@ class F5Provisioner(BaseExtension):
         ``adopt`` False (an orphan sweep) leaves objects from before instance
         ids alone: only what carries this instance's mark is removed.
         """
-        name = await self._name_for(service, adopt=adopt, seen=seen)
+        name, pool = await self._name_for(service, adopt=adopt, seen=seen)
         path = self._path(name)
         virtual_url = f"{VIRTUAL}/{uri_id(path)}"
         virtual = await self._read_virtual(name, seen)
@@ -562,7 +583,6 @@ class F5Provisioner(BaseExtension):
             for policy in self._policies():
                 await self._remove_rule(policy, service, name, adopt=adopt, seen=seen)
         pool_url = f"{POOL}/{uri_id(path)}"
-        pool = await self._read_pool(name, seen)
         if pool is None or not self._ours_or_skip("pool", path, pool, service, adopt):
             return
         await self._bigip.delete(pool_url)
@@ -586,6 +606,13 @@ class F5Provisioner(BaseExtension):
             return True
         self.log.warning("%s %s is held by %s: left in place", kind, path, self._holder(found))
         return False
+
+
+def _at_legacy_name(item: dict[str, Any], instance: str) -> bool:
+    """An object at the legacy name of the entry it is marked for, made before instance ids or adopted by us."""
+    mark = parse_text(item.get("description"))
+    return (mark is not None and mark.instance in ("", instance)
+            and str(item.get("name")) == legacy_object_name(mark.entry))
 
 
 def _member_key(member: Member) -> tuple[str, int]:
