@@ -196,6 +196,14 @@ def summarize_service(body: Mapping[str, Any], scope: Scope, finalizer: str) -> 
     return summary
 
 
+def shows_deployed(body: Mapping[str, Any], scope: Scope, public_ip: str | None = None) -> bool:
+    """The Service's annotations say it is deployed (at ``public_ip``, when given)."""
+    annotations = _annotations(body)
+    if annotations.get(scope.key(STATE)) != "deployed":
+        return False
+    return public_ip is None or annotations.get(scope.key(PUBLIC_IP), "") == public_ip
+
+
 def asks_to_be_published(body: Mapping[str, Any], scope: Scope) -> bool:
     """The Service carries hosts and port, as annotations or legacy labels (values not checked)."""
     annotations, labels = _annotations(body), _labels(body)

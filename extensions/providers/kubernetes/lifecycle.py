@@ -35,6 +35,7 @@ from extensions.providers.kubernetes.contract import (
     Scope,
     carries_our_marks,
     is_managed,
+    shows_deployed,
     split_entry_name,
 )
 from extensions.providers.kubernetes.provider import ClusterView, KubernetesProvider
@@ -106,7 +107,7 @@ class ClusterIndexes:
         return list(self.services.keys())
 
 
-@dataclass
+@dataclass(slots=True)
 class Tracked:
     """What we remember of one managed Service between its events."""
 
@@ -118,12 +119,17 @@ class Tracked:
     last_seen: Entry | None = None                  # the entry as the status sink last saw it
     undone: asyncio.Event | None = None             # set while the core holds it walked back to undeployed
     stripping: bool = False                         # no longer ours: clean our marks once undone
+    # Shown deployed when this process first saw its entry (a restart): the workflow
+    # re-checks it without showing intermediate states, and a result the Service
+    # already shows is neither written nor announced again.
+    resumed: bool = False
 
     @property
     def idle(self) -> bool:
         """Nothing worth remembering: the object can be dropped."""
         return (self.finalizer_written is None and self.admit_retry is None and self.deletion is None
-                and not self.pending and self.last_seen is None and self.undone is None and not self.stripping)
+                and not self.pending and self.last_seen is None and self.undone is None and not self.stripping
+                and not self.resumed)
 
 
 class ServiceLifecycle:
@@ -229,16 +235,24 @@ class ServiceLifecycle:
         tracked = self._track(key)
         before = tracked.last_seen
         tracked.last_seen = entry
+        namespace, name = split_entry_name(key)
+        body = self.indexes.service_body(namespace, name)
+        if before is None and body is not None and shows_deployed(body, self.scope):
+            tracked.resumed = True
+        resumed = tracked.resumed
+        if entry.closed or entry.error:
+            tracked.resumed = False
         done = entry.state == UNDEPLOYED and entry.expected_state == UNDEPLOYED and not entry.work_in_progress
         if done:
             tracked.undone = tracked.undone or asyncio.Event()
             tracked.undone.set()
         elif tracked.undone is not None:
             tracked.undone.clear()
-        namespace, name = split_entry_name(key)
-        body = self.indexes.service_body(namespace, name)
         deleting = body is None or bool((body.get("metadata") or {}).get("deletionTimestamp"))
         for event in events_between(before, entry):
+            if resumed and event.reason == "Provisioned" and body is not None and shows_deployed(
+                    body, self.scope, entry.service.public_ip):
+                continue  # it said so before the restart, and still does
             asyncio.ensure_future(self.writer.post_event(key, event))
         if done and body is None and tracked.deletion is None:
             # Gone from the API and undone: nothing more will be shown for it.
@@ -254,6 +268,8 @@ class ServiceLifecycle:
         # deletion's API cost); only a blocked deletion shows why it is blocked.
         if deleting and (body is None or not entry.error):
             return
+        if resumed and not entry.closed and not entry.error:
+            return  # being re-checked after a restart: it goes on showing `deployed` until the result
         self.writer.show(key, present(entry, self.scope, tracked.pending))
 
     def entry_is_undone(self, key: str) -> bool:
