@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -127,7 +128,7 @@ def summarize_endpoint_slice(body: Mapping[str, Any]) -> EndpointsView:
         ref = endpoint.get("targetRef") or {}
         identity = ref.get("uid") or (f"{ref.get('namespace', '')}/{ref['name']}" if ref.get("name") else "")
         identity = identity or ",".join(sorted(endpoint.get("addresses") or []))
-        ready.append((node, identity))
+        ready.append((sys.intern(str(node)), identity))  # a few nodes, named by thousands of slices
     return EndpointsView(slice_name=str((body.get("metadata") or {}).get("name", "")), ready=tuple(sorted(ready)))
 
 
@@ -172,9 +173,12 @@ def summarize_service(body: Mapping[str, Any], scope: Scope, finalizer: str) -> 
     meta = body.get("metadata") or {}
     prefix = f"{scope.prefix}/"
     wanted_labels = {key for key, _, _ in scope.selector.requirements} | {LEGACY_HOSTS, LEGACY_PORT, LEGACY_TLS}
-    summary_meta: dict[str, Any] = {"name": meta.get("name"), "namespace": meta.get("namespace"),
+    # Keys and namespaces are the same strings for every Service: one copy each (sys.intern).
+    namespace = meta.get("namespace")
+    summary_meta: dict[str, Any] = {"name": meta.get("name"),
+                                    "namespace": sys.intern(namespace) if isinstance(namespace, str) else namespace,
                                     "uid": meta.get("uid")}
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(prefix)}
+    annotations = {sys.intern(k): v for k, v in (meta.get("annotations") or {}).items() if k.startswith(prefix)}
     if annotations:
         summary_meta["annotations"] = annotations
     labels = {k: v for k, v in (meta.get("labels") or {}).items() if k in wanted_labels}

@@ -49,8 +49,8 @@ class Known:
 
     def __init__(self, *, pools: Iterable[Object], virtuals: Iterable[Object],
                  rules: Mapping[str, Iterable[Object]], loaded_at: float, ttl: float):
-        self._pools = {str(p.get("name")): p for p in pools}
-        self._virtuals = {str(v.get("name")): v for v in virtuals}
+        self._pools = {str(p.get("name")): slim_pool(p) for p in pools}
+        self._virtuals = {str(v.get("name")): _only(v, VIRTUAL_FIELDS) for v in virtuals}
         self._rules = {policy: {str(r.get("name")): r for r in items} for policy, items in rules.items()}
         self.expires = loaded_at + ttl
         self._answered: set[str] = set()
@@ -69,6 +69,22 @@ class Known:
         wanted = list(names)
         return Seen(pools=_take(self._pools, wanted), virtuals=_take(self._virtuals, wanted),
                     rules={policy: _take(rules, wanted) for policy, rules in self._rules.items()})
+
+
+# What the provisioner reads of each object (10,000 appliance objects in full are most of a restart's peak memory).
+POOL_FIELDS = ("name", "partition", "fullPath", "description", "loadBalancingMode", "monitor")
+MEMBER_FIELDS = ("name", "fullPath", "address", "ratio")
+VIRTUAL_FIELDS = ("name", "partition", "fullPath", "description", "destination", "pool", "ipProtocol",
+                  "sourceAddressTranslation")
+
+
+def _only(item: Object, fields: tuple[str, ...]) -> Object:
+    return {key: item[key] for key in fields if key in item}
+
+
+def slim_pool(pool: Object) -> Object:
+    members = (pool.get("membersReference") or {}).get("items") or []
+    return {**_only(pool, POOL_FIELDS), "membersReference": {"items": [_only(m, MEMBER_FIELDS) for m in members]}}
 
 
 def _take(objects: dict[str, Object], names: list[str]) -> dict[str, Object]:
