@@ -17,6 +17,15 @@ cost      the controller's API requests (audit log, its own client certificate)
           per Service during burst and delete; its CPU seconds and peak RSS
 scale     BENCH_IDLE Services created and deployed, then BENCH_STEADY_S seconds
           of idling: RSS, CPU per minute, API requests (and LISTs) per minute
+restart   with those BENCH_IDLE Services deployed: the controller stopped with
+          SIGTERM then started, then SIGKILLed and started (nothing changed
+          meanwhile), then SIGKILLed again while BENCH_RESTART_CHANGED
+          Services change (new host names, endpoints moved): until the
+          controller confirms every entry ``deployed`` (its /metrics), the
+          writes to the API server (audit log), to Consul (a counting proxy
+          in front of it) and to the F5 simulator, the requests to Consul and
+          the F5, CPU seconds and peak RSS of the new process; then that the
+          changed Services were repaired
 
 Writes bench/results/bench-<time>.json, bench/results/bench-<time>.png (and
 ``latest.*`` copies); the last line printed is one JSON object of headline figures.
@@ -38,6 +47,7 @@ from typing import Any
 
 from tests.chaos.harness import (
     DRIVER_USER,
+    PREFIX,
     ROOT,
     STATE_KEY,
     ConsulServer,
@@ -64,6 +74,63 @@ def env_int(name: str, default: int) -> int:
 
 def env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
+
+
+class CountingProxy:
+    """Consul behind a counter: every request the controller sends, by method, then passed on as it is."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.rstrip("/")
+        self.by_method: dict[str, int] = {}
+        self.port = 0
+        self._runner: Any = None
+        self._client: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def requests(self) -> int:
+        return sum(self.by_method.values())
+
+    @property
+    def writes(self) -> int:
+        return sum(n for method, n in self.by_method.items() if method != "GET")
+
+    def reset(self) -> None:
+        self.by_method.clear()
+
+    async def start(self) -> None:
+        import aiohttp
+        from aiohttp import web
+
+        self._client = aiohttp.ClientSession(auto_decompress=False)
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            self.by_method[request.method] = self.by_method.get(request.method, 0) + 1
+            body = await request.read()
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+            async with self._client.request(request.method, self.upstream + request.path_qs, data=body or None,
+                                            headers=headers) as answer:
+                content = await answer.read()
+                keep = {k: v for k, v in answer.headers.items()
+                        if k.lower() in ("content-type", "x-consul-index", "x-consul-knownleader",
+                                         "x-consul-lastcontact", "content-encoding")}
+                return web.Response(status=answer.status, body=content, headers=keep)
+
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        self.port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._client is not None:
+            await self._client.close()
 
 
 def log(message: str) -> None:
@@ -139,6 +206,9 @@ class Bench:
         self.steady_s = env_float("BENCH_STEADY_S", 120.0)
         self.node_count = env_int("BENCH_NODES", 3)
         self.floor_samples = env_int("BENCH_FLOOR_SAMPLES", 200)
+        self.restart_changed = env_int("BENCH_RESTART_CHANGED", 6)
+        self.restart = env_int("BENCH_RESTART", 1)
+        self.listen_port = 0
         self.state = Path(tempfile.mkdtemp(prefix="interlook-bench-"))
         self.plane = ControlPlane(self.state / "kube", audit=True)
         self.consul = ConsulServer(self.state / "consul", dev=True)
@@ -154,7 +224,7 @@ class Bench:
         self.plane.start()
         self.consul.start()
         self.f5.start()
-        port = free_port()
+        port = self.listen_port = free_port()
         config = write_config(self.state / "config.yml", consul_url=self.consul.url, f5=self.f5,
                               namespaces=(NAMESPACE, IDLE_NAMESPACE), listen_port=port)
         self.controller = Controller(config, self.plane.kubeconfig("interlook-controller"),
@@ -333,6 +403,104 @@ class Bench:
             "cpu_s_per_min": (self.cpu() - cpu0) / minutes,
         }
 
+    async def restarts(self, kube: Kube, nodes: list[str]) -> None:
+        """SIGTERM and SIGKILL restarts with the idle Services deployed; then one with changes made while down."""
+        if self.idle <= 0 or not self.restart:
+            return
+        proxy = CountingProxy(self.consul.url)
+        await proxy.start()
+        try:
+            config = write_config(self.state / "config-restart.yml", consul_url=proxy.url, f5=self.f5,
+                                  namespaces=(NAMESPACE, IDLE_NAMESPACE), listen_port=self.listen_port)
+            runs = {}
+            for mode, changed in (("sigterm", 0), ("sigkill", 0), ("sigkill_changed", self.restart_changed)):
+                runs[mode] = await self.one_restart(kube, nodes, proxy, config, mode, changed)
+            self.result["restart"] = runs
+        finally:
+            await proxy.stop()
+
+    async def one_restart(self, kube: Kube, nodes: list[str], proxy: CountingProxy, config: Path, mode: str,
+                          changed: int) -> dict[str, Any]:
+        assert self.controller is not None
+        old = self.controller
+        t0_wall = time.time()
+        log(f"restart ({mode}): stopping the controller with {'SIGTERM' if mode == 'sigterm' else 'SIGKILL'}")
+        stopped = time.monotonic()
+        await asyncio.to_thread(old.stop if mode == "sigterm" else old.kill)
+        stop_s = time.monotonic() - stopped
+        changes = await self.change_while_down(kube, nodes, changed)
+        f5_before = await asyncio.to_thread(self.f5.stats)
+        proxy.reset()
+        new = Controller(config, old.kubeconfig, old.log_file, old.listen_port)
+        self.controller = new
+        started = time.monotonic()
+        await asyncio.to_thread(new.start)
+        healthy_s = time.monotonic() - started
+        confirmed = await self.until_confirmed(new, self.idle, timeout=env_float("BENCH_RESTART_TIMEOUT", 600))
+        confirm_s = time.monotonic() - started
+        cpu_s, (rss, peak) = new.cpu_seconds(), new.memory_mb()
+        repaired = await self.repaired(changes) if changes else {}
+        await asyncio.sleep(5)  # late writes (Events) count too
+        self.windows[f"restart_{mode}"] = (t0_wall, time.time())
+        f5_after = await asyncio.to_thread(self.f5.stats)
+        consul_writes, consul_requests = proxy.writes, proxy.requests
+        run = {
+            "mode": mode, "services": self.idle, "changed_while_down": len(changes), "stop_s": stop_s,
+            "healthy_s": healthy_s, "confirmed": confirmed, "confirm_s": confirm_s,
+            "consul_requests": consul_requests, "consul_writes": consul_writes,
+            "consul_by_method": dict(proxy.by_method),
+            "f5_requests": f5_after["requests"] - f5_before["requests"],
+            "f5_writes": f5_after["writes"] - f5_before["writes"],
+            "controller_cpu_s": cpu_s, "rss_mb": rss, "peak_rss_mb": peak, "repaired": repaired,
+        }
+        log(f"restart ({mode}): every entry confirmed deployed {confirm_s:.1f}s after the start "
+            f"(healthy at {healthy_s:.1f}s); Consul {consul_requests} requests / {consul_writes} writes, "
+            f"F5 {run['f5_requests']} / {run['f5_writes']}; CPU {cpu_s:.1f}s, peak RSS {peak:.0f} MB"
+            + (f"; repaired {repaired}" if changes else ""))
+        return run
+
+    async def change_while_down(self, kube: Kube, nodes: list[str], count: int) -> dict[str, str]:
+        """Change ``count`` idle Services while no controller runs: half get new host names, half lose endpoints."""
+        changes: dict[str, str] = {}
+        for i in range(min(count, self.idle)):
+            name = f"idle-{i * max(self.idle // max(count, 1), 1):05d}"
+            if i % 2 == 0:
+                await kube.patch(f"/api/v1/namespaces/{IDLE_NAMESPACE}/services/{name}",
+                                 {"metadata": {"annotations": {f"{PREFIX}/hosts": f"{name}-v2.idle.example.com"}}})
+                changes[name] = "hosts"
+            else:
+                await kube.patch(f"/apis/discovery.k8s.io/v1/namespaces/{IDLE_NAMESPACE}/endpointslices/{name}-ep",
+                                 {"endpoints": _slice(name, nodes[:1])["endpoints"]})
+                changes[name] = "endpoints"
+        return changes
+
+    async def repaired(self, changes: dict[str, str]) -> dict[str, int]:
+        """How many of the changed Services Consul and the F5 now show as changed."""
+        consul = await asyncio.to_thread(self.consul.owned_nodes)
+        nodes = {node for names in consul.values() for node in names}
+        f5 = await asyncio.to_thread(self.f5.state)
+        members = f5.get("members") or {}
+        out = {"hosts_changed": 0, "hosts_repaired": 0, "endpoints_changed": 0, "endpoints_repaired": 0}
+        for name, what in changes.items():
+            out[f"{what}_changed"] += 1
+            if what == "hosts":
+                ok = f"{name}-v2.idle.example.com" in nodes and f"{name}.idle.example.com" not in nodes
+            else:
+                pools = [m for path, m in members.items() if path.endswith(f"_{IDLE_NAMESPACE}_{name}")]
+                ok = len(pools) == 1 and len(pools[0]) == 1
+            out[f"{what}_repaired"] += int(ok)
+        return out
+
+    async def until_confirmed(self, controller: Controller, count: int, timeout: float) -> bool:
+        """Until the controller's own gauges show ``count`` entries deployed and none in progress or failed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            gauges = await asyncio.to_thread(_entry_gauges, controller.listen_port)
+            if gauges.get("deployed", 0) >= count and not gauges.get("in_progress") and not gauges.get("error"):
+                return True
+            await asyncio.sleep(0.25)
+        return False
+
     # -- the run ----------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
         assert self.controller is not None
@@ -349,6 +517,7 @@ class Bench:
             await self.burst(kube, nodes)
             await self.delete_all(kube)
             await self.scale(kube, nodes)
+            await self.restarts(kube, nodes)
             rss, peak = self.controller.memory_mb()
             self.result["controller"] = {"cpu_s_total": self.cpu(), "rss_mb_end": rss, "peak_rss_mb": peak,
                                          "alive": self.controller.alive}
@@ -373,6 +542,14 @@ class Bench:
             self.result.setdefault("cost", {}).update({
                 "delete_writes_per_service": d["writes"] / n, "delete_reads_per_service": d["reads"] / n,
                 "delete_lists_per_service": d["lists"] / n})
+        restart = self.result.get("restart") or {}
+        for mode, run in restart.items():
+            costs = api.get(f"restart_{mode}") or {}
+            run["api_writes"] = costs.get("writes", 0)
+            run["api_requests"] = costs.get("total", 0)
+            run["api_by_verb_resource"] = costs.get("by_verb_resource", {})
+            run["writes"] = run["api_writes"] + run["consul_writes"] + run["f5_writes"]
+            run["backend_requests"] = run["consul_requests"] + run["f5_requests"]
         if "steady" in api and "scale" in self.result:
             s, minutes = api["steady"], self.result["scale"]["steady_s"] / 60
             self.result["scale"].update({"api_requests_per_min": s["total"] / minutes,
@@ -383,6 +560,8 @@ class Bench:
     def headline(self) -> dict[str, Any]:
         r = self.result
         burst, delete, scale = r.get("burst", {}), r.get("delete", {}), r.get("scale", {})
+        restart = r.get("restart") or {}
+        unchanged = [run for mode, run in restart.items() if not run.get("changed_while_down")]
         cost, controller = r.get("cost", {}), r.get("controller", {})
 
         def rounded(value: Any, digits: int = 1) -> Any:
@@ -409,7 +588,31 @@ class Bench:
             "api_requests_steady_per_min": rounded(scale.get("api_requests_per_min"), 2),
             "api_lists_steady_per_min": rounded(scale.get("api_lists_per_min"), 2),
             "patch_floor_ms": rounded(r.get("floor", {}).get("p50_ms"), 2),
+            "cpu_ms_per_service": rounded(burst["controller_cpu_s"] * 1000 / burst["services"], 2)
+            if burst.get("services") else None,
+            "restart_services": self.idle if restart else 0,
+            # SIGTERM and SIGKILL restarts with nothing changed: the slower one, and sums.
+            "restart_confirm_s": rounded(max((run["confirm_s"] for run in unchanged), default=None), 1),
+            "restart_writes": sum(run.get("writes", 0) for run in unchanged) if unchanged else None,
+            "restart_backend_requests": sum(run["backend_requests"] for run in unchanged) if unchanged else None,
+            "restart_cpu_s": rounded(max((run["controller_cpu_s"] for run in unchanged), default=None), 1),
+            "restart_peak_rss_mb": rounded(max((run["peak_rss_mb"] for run in unchanged), default=None)),
+            "restart_repaired": (restart.get("sigkill_changed") or {}).get("repaired"),
         }
+
+
+def _entry_gauges(port: int) -> dict[str, float]:
+    """``interlook_entries{state=...}`` from the controller's /metrics (0 values while it starts)."""
+    import re
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r'^interlook_entries\{state="([a-z_]+)"\} ([0-9.e+]+)$', text, re.M)}
 
 
 def _slice(name: str, nodes: list[str]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ and the kopf layer in ``controller/main.py``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -18,6 +19,7 @@ from controller.config import Config, load_config
 from controller.core import Core
 from controller.extension import BaseExtension, ExtensionContext, ExtensionStartError
 from controller.instance import Identity
+from controller.memory import trim_forever
 
 if TYPE_CHECKING:
     from extensions import ExtensionSpec
@@ -69,6 +71,7 @@ class App:
     api: ApiServer | None = None
     services: dict[str, Any] = field(default_factory=dict)
     identity: Identity = field(default_factory=Identity)
+    trimming: asyncio.Task[None] | None = None
 
     async def resolve_identity(self) -> str:
         """Settle the instance id (configured, or derived from the providers' clusters and scopes)."""
@@ -89,6 +92,8 @@ class App:
         if not self.identity.instance_id:
             await self.resolve_identity()
         self.core.standby = not active
+        if self.trimming is None:
+            self.trimming = asyncio.create_task(trim_forever(), name="malloc-trim")
         if active:
             await self.core.start()
         if serve_api:
@@ -113,6 +118,9 @@ class App:
             await self.core.stop(abandon=True)
 
     async def stop(self) -> None:
+        if self.trimming is not None:
+            self.trimming.cancel()
+            self.trimming = None
         if self.api is not None:
             await self.api.stop()
         if self.core.started:

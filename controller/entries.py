@@ -44,7 +44,7 @@ def _from_iso(text: Any) -> float:
         return 0.0
 
 
-@dataclass
+@dataclass(slots=True)  # one per Service, kept for its life: no per-object __dict__
 class Entry(WorkflowPosition):
     name: str
     service: Service

@@ -24,7 +24,7 @@ class Action(enum.StrEnum):
         return self.value
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Target:
     """One backend address of a service: a node and the port it listens on."""
 
@@ -53,7 +53,7 @@ def merge_targets(targets: Iterable[Target]) -> tuple[Target, ...]:
     return tuple(sorted(Target(host, port, weight) for (host, port), weight in weights.items()))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # kept by every entry: no per-object __dict__
 class Service:
     """What a provider wants published, plus what the provisioners gave it."""
 

@@ -23,6 +23,8 @@ UNDEPLOYED = "undeployed"
 class WorkflowPosition:
     """What follows from where an entry stands: the same for the core's entry and for its status."""
 
+    __slots__ = ()  # the core's entries keep theirs: no per-object __dict__
+
     state: str
     expected_state: str
     work_in_progress: bool

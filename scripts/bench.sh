@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: Interlook's benchmarks on private components (bench/run.py).
 # Sizes: BENCH_SERVICES (1000), BENCH_RATE (50/s), BENCH_IDLE (10000),
-# BENCH_STEADY_S (120), BENCH_NODES (3).  A quick run:
+# BENCH_STEADY_S (120), BENCH_NODES (3), BENCH_RESTART (1: restart on the idle Services),
+# BENCH_RESTART_CHANGED (6).  A quick run:
 #   BENCH_SERVICES=100 BENCH_IDLE=500 BENCH_STEADY_S=30 make bench
 # Results: bench/results/ (JSON + PNG); the last line printed is the headline JSON.
 set -euo pipefail

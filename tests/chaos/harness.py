@@ -390,6 +390,10 @@ class F5Process:
     def stats(self) -> dict[str, Any]:
         return dict(self._sim("stats"))
 
+    def state(self) -> dict[str, Any]:
+        """Everything the simulator holds (pools, members, virtual servers, nodes, policies)."""
+        return dict(self._sim("state"))
+
     def owned_objects(self, instance: str | None = None) -> dict[str, list[str]]:
         """Interlook's virtual servers and pools (of ``instance`` when given): owner entry -> object paths."""
         state = self._sim("state")

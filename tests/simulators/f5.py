@@ -557,8 +557,25 @@ class F5Simulator:
         return F5Error(404, f"Public URI path not registered: {request.path}", api_error=1)
 
     def _collection(self, request: web.Request, kind: str, items: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"kind": f"tm:{kind.replace('/', ':')}:{kind.rsplit('/', 1)[-1]}collectionstate",
-                "selfLink": self._link(request, request.path), "items": items}
+        """A collection, with iControl REST's ``$filter=partition eq P`` and ``$top``/``$skip`` paging."""
+        wanted = re.fullmatch(r"\s*partition\s+eq\s+(\S+)\s*", request.query.get("$filter", ""))
+        if wanted:
+            items = [i for i in items if i.get("partition") == wanted.group(1)]
+        answer: dict[str, Any] = {"kind": f"tm:{kind.replace('/', ':')}:{kind.rsplit('/', 1)[-1]}collectionstate",
+                                  "selfLink": self._link(request, request.path)}
+        top = request.query.get("$top", "")
+        if not top.isdigit() or int(top) <= 0:
+            return {**answer, "items": items}
+        size, skip = int(top), int(request.query.get("$skip", "0") or 0)
+        page = items[skip:skip + size]
+        answer.update({"items": page, "currentItemCount": len(page), "itemsPerPage": size,
+                       "pageIndex": skip // size + 1, "startIndex": skip + 1, "totalItems": len(items),
+                       "totalPages": (len(items) + size - 1) // size})
+        if skip + size < len(items):
+            query = {**request.query, "$skip": str(skip + size)}
+            answer["nextLink"] = f"https://localhost{request.path}?" + "&".join(
+                f"{k}={v}" for k, v in {**query, "ver": VERSION}.items())
+        return answer
 
     @staticmethod
     def _not_found(what: str, full_path: str) -> F5Error:

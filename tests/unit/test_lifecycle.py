@@ -102,3 +102,61 @@ async def test_abandon_stops_every_task_and_forgets_every_service() -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await deletion
     assert deletion.cancelled() and rt.tracked == {} and writer.abandoned
+
+
+class ShowingWriter(RecordingWriter):
+    """Records what the status sink shows and posts."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.shown: list[str | None] = []
+        self.events: list[str] = []
+
+    def show(self, name: str, presentation: Any) -> None:
+        self.shown.append(None if presentation is None else dict(presentation.annotations)["interlook.io/state"])
+
+    async def post_event(self, name: str, event: Any) -> None:
+        self.events.append(event.reason)
+
+
+def entry_at(state: str, *, ip: str = "192.0.2.10", wip: bool = True, error: str = "") -> Any:
+    from controller.entries import Entry
+    from controller.messages import Service
+
+    return Entry(name="shop/web", service=Service(name="shop/web", public_ip=ip), state=state,
+                 work_in_progress=wip, error=error)
+
+
+def shown_deployed(ip: str = "192.0.2.10") -> dict[str, Any]:
+    shown = body("9", ["interlook.io/finalizer"])
+    shown["metadata"]["annotations"] = {**ANN, "interlook.io/state": "deployed", "interlook.io/public-ip": ip}
+    return shown
+
+
+async def test_after_a_restart_a_deployed_service_is_re_checked_without_a_write_or_an_event() -> None:
+    writer = ShowingWriter()
+    rt = runtime(writer)
+    rt.indexes.remember_service("shop", "web", shown_deployed())
+
+    for step in ("provisioner.ipalloc", "provisioner.consul", "provisioner.f5ltm"):
+        rt.on_entry(entry_at(step))
+    rt.on_entry(entry_at("deployed", wip=False))
+    await asyncio.sleep(0)
+
+    assert writer.shown == ["deployed"]  # equal to what it shows: the writer writes nothing
+    assert writer.events == []
+
+
+async def test_after_a_restart_a_new_result_is_still_shown_and_announced() -> None:
+    writer = ShowingWriter()
+    rt = runtime(writer)
+    rt.indexes.remember_service("shop", "web", shown_deployed(ip="192.0.2.99"))
+
+    rt.on_entry(entry_at("provisioner.consul"))
+    rt.on_entry(entry_at("provisioner.consul", wip=False, error="Consul is away"))
+    rt.on_entry(entry_at("provisioner.consul"))
+    rt.on_entry(entry_at("deployed", wip=False))
+    await asyncio.sleep(0)
+
+    assert writer.shown == ["error", "deploying", "deployed"]
+    assert writer.events == ["ProvisioningFailed", "Provisioned"]

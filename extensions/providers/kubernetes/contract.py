@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -127,7 +128,7 @@ def summarize_endpoint_slice(body: Mapping[str, Any]) -> EndpointsView:
         ref = endpoint.get("targetRef") or {}
         identity = ref.get("uid") or (f"{ref.get('namespace', '')}/{ref['name']}" if ref.get("name") else "")
         identity = identity or ",".join(sorted(endpoint.get("addresses") or []))
-        ready.append((node, identity))
+        ready.append((sys.intern(str(node)), identity))  # a few nodes, named by thousands of slices
     return EndpointsView(slice_name=str((body.get("metadata") or {}).get("name", "")), ready=tuple(sorted(ready)))
 
 
@@ -158,6 +159,53 @@ def _annotations(body: Mapping[str, Any]) -> Mapping[str, str]:
 
 def _labels(body: Mapping[str, Any]) -> Mapping[str, str]:
     return _meta(body).get("labels") or {}
+
+
+def summarize_service(body: Mapping[str, Any], scope: Scope, finalizer: str) -> dict[str, Any]:
+    """The part of a Service the controller reads, in the shape of its body (held for every Service).
+
+    Our annotations (inputs and outputs, under the prefix), the labels the
+    selector and the Go Interlook's labels name, our finalizer, the type and
+    ports, the LoadBalancer addresses: nothing else is ever read, and a
+    Service's other annotations (``last-applied-configuration`` alone is
+    often kilobytes) would be most of what 10,000 Services cost in memory.
+    """
+    meta = body.get("metadata") or {}
+    prefix = f"{scope.prefix}/"
+    wanted_labels = {key for key, _, _ in scope.selector.requirements} | {LEGACY_HOSTS, LEGACY_PORT, LEGACY_TLS}
+    # Keys and namespaces are the same strings for every Service: one copy each (sys.intern).
+    namespace = meta.get("namespace")
+    summary_meta: dict[str, Any] = {"name": meta.get("name"),
+                                    "namespace": sys.intern(namespace) if isinstance(namespace, str) else namespace,
+                                    "uid": meta.get("uid")}
+    annotations = {sys.intern(k): v for k, v in (meta.get("annotations") or {}).items() if k.startswith(prefix)}
+    if annotations:
+        summary_meta["annotations"] = annotations
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k in wanted_labels}
+    if labels:
+        summary_meta["labels"] = labels
+    if finalizer in (meta.get("finalizers") or []):
+        summary_meta["finalizers"] = [finalizer]
+    if meta.get("deletionTimestamp"):
+        summary_meta["deletionTimestamp"] = meta.get("deletionTimestamp")
+    spec = body.get("spec") or {}
+    summary: dict[str, Any] = {"metadata": summary_meta, "spec": {
+        "type": spec.get("type"),
+        "ports": [{k: p[k] for k in ("name", "port", "nodePort") if p.get(k) is not None}
+                  for p in spec.get("ports") or []]}}
+    ingress = [{"ip": i["ip"]} for i in (((body.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [])
+               if i.get("ip")]
+    if ingress:
+        summary["status"] = {"loadBalancer": {"ingress": ingress}}
+    return summary
+
+
+def shows_deployed(body: Mapping[str, Any], scope: Scope, public_ip: str | None = None) -> bool:
+    """The Service's annotations say it is deployed (at ``public_ip``, when given)."""
+    annotations = _annotations(body)
+    if annotations.get(scope.key(STATE)) != "deployed":
+        return False
+    return public_ip is None or annotations.get(scope.key(PUBLIC_IP), "") == public_ip
 
 
 def asks_to_be_published(body: Mapping[str, Any], scope: Scope) -> bool:

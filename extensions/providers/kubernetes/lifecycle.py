@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Collection, Mapping
 
 from controller.messages import Service
@@ -35,6 +35,7 @@ from extensions.providers.kubernetes.contract import (
     Scope,
     carries_our_marks,
     is_managed,
+    shows_deployed,
     split_entry_name,
 )
 from extensions.providers.kubernetes.provider import ClusterView, KubernetesProvider
@@ -60,18 +61,28 @@ EntryOf = Callable[[str], "EntryStatus | None"]
 
 @dataclass
 class ClusterIndexes:
-    """Services, their endpoints and node addresses, as the kopf indexes hold them (no API call)."""
+    """Services, their endpoints and node addresses, held in memory (no API call).
 
-    services: Index | None = None    # (namespace, name) -> [summarised Service body]
+    Endpoints and nodes are kopf indexes: kopf fills them before any handler
+    runs, so a Service is never published before its endpoints are known.
+    Services are a plain map kept by the Service event handler (every event,
+    active or not): a kopf index would cost one more handler call per event
+    and several objects per Service, for what the handler holds anyway.
+    """
+
+    services: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)  # summarised bodies
     endpoints: Index | None = None   # (namespace, service) -> [EndpointsView]
     nodes: Index | None = None       # node name -> [InternalIP]
 
     def service_body(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        if self.services is None:
-            return None
-        for body in self.services.get((namespace, name), []):
-            return body  # type: ignore[no-any-return]
-        return None
+        return self.services.get((namespace, name))
+
+    def remember_service(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        """The latest summary of a Service (contract.summarize_service); None: it left the API."""
+        if body is None:
+            self.services.pop((namespace, name), None)
+        else:
+            self.services[(namespace, name)] = body
 
     def view(self, namespace: str, name: str, body: Mapping[str, Any] | None = None) -> ClusterView | None:
         body = body if body is not None else self.service_body(namespace, name)
@@ -93,10 +104,10 @@ class ClusterIndexes:
         return {key for key, views in self.endpoints.items() if any(n == node for v in views for n, _ in v.ready)}
 
     def all_services(self) -> list[tuple[str, str]]:
-        return list(self.services.keys()) if self.services is not None else []
+        return list(self.services.keys())
 
 
-@dataclass
+@dataclass(slots=True)
 class Tracked:
     """What we remember of one managed Service between its events."""
 
@@ -108,12 +119,17 @@ class Tracked:
     last_seen: EntryStatus | None = None                  # the entry as the status sink last saw it
     undone: asyncio.Event | None = None             # set while the core holds it walked back to undeployed
     stripping: bool = False                         # no longer ours: clean our marks once undone
+    # Shown deployed when this process first saw its entry (a restart): the workflow
+    # re-checks it without showing intermediate states, and a result the Service
+    # already shows is neither written nor announced again.
+    resumed: bool = False
 
     @property
     def idle(self) -> bool:
         """Nothing worth remembering: the object can be dropped."""
         return (self.finalizer_written is None and self.admit_retry is None and self.deletion is None
-                and not self.pending and self.last_seen is None and self.undone is None and not self.stripping)
+                and not self.pending and self.last_seen is None and self.undone is None and not self.stripping
+                and not self.resumed)
 
 
 class ServiceLifecycle:
@@ -219,16 +235,24 @@ class ServiceLifecycle:
         tracked = self._track(key)
         before = tracked.last_seen
         tracked.last_seen = entry
+        namespace, name = split_entry_name(key)
+        body = self.indexes.service_body(namespace, name)
+        if before is None and body is not None and shows_deployed(body, self.scope):
+            tracked.resumed = True
+        resumed = tracked.resumed
+        if entry.closed or entry.error:
+            tracked.resumed = False
         done = entry.state == UNDEPLOYED and entry.expected_state == UNDEPLOYED and not entry.work_in_progress
         if done:
             tracked.undone = tracked.undone or asyncio.Event()
             tracked.undone.set()
         elif tracked.undone is not None:
             tracked.undone.clear()
-        namespace, name = split_entry_name(key)
-        body = self.indexes.service_body(namespace, name)
         deleting = body is None or bool((body.get("metadata") or {}).get("deletionTimestamp"))
         for event in events_between(before, entry):
+            if resumed and event.reason == "Provisioned" and body is not None and shows_deployed(
+                    body, self.scope, entry.service.public_ip):
+                continue  # it said so before the restart, and still does
             asyncio.ensure_future(self.writer.post_event(key, event))
         if done and body is None and tracked.deletion is None:
             # Gone from the API and undone: nothing more will be shown for it.
@@ -244,6 +268,8 @@ class ServiceLifecycle:
         # deletion's API cost); only a blocked deletion shows why it is blocked.
         if deleting and (body is None or not entry.error):
             return
+        if resumed and not entry.closed and not entry.error:
+            return  # being re-checked after a restart: it goes on showing `deployed` until the result
         self.writer.show(key, present(entry, self.scope, tracked.pending))
 
     def entry_is_undone(self, key: str) -> bool:

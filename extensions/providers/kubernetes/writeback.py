@@ -46,7 +46,7 @@ INTERMEDIATE = (DEPLOYING, UNDEPLOYING)
 
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Presentation:
     """What one Service should show; None values remove the annotation."""
 
@@ -87,7 +87,22 @@ def present(entry: EntryStatus, scope: Scope, pending_reason: str = "") -> Prese
         values[STEP] = entry.state
         values[PUBLIC_IP] = entry.service.public_ip or None
         ingress = None
-    return Presentation(tuple((scope.key(k), v) for k, v in values.items()), ingress_ip=ingress)
+    return Presentation(_pairs(scope, values), ingress_ip=ingress)
+
+
+# (key, value) pairs are the same for most Services (`state: deployed`, `error: None`...): one shared
+# tuple each, so that what 10,000 Services show costs a few tuples, not 50,000.
+_PAIRS: dict[tuple[str, str | None], tuple[str, str | None]] = {}
+
+
+def _pairs(scope: Scope, values: dict[str, str | None]) -> tuple[tuple[str, str | None], ...]:
+    out = []
+    for key, value in values.items():
+        pair = (scope.key(key), value)
+        if key == STATE or value is None:
+            pair = _PAIRS.setdefault(pair, pair)
+        out.append(pair)
+    return tuple(out)
 
 
 def pending_presentation(scope: Scope, reason: str) -> Presentation:
@@ -122,13 +137,15 @@ def events_between(before: EntryStatus | None, after: EntryStatus) -> list[Event
     return out
 
 
-@dataclass
+@dataclass(slots=True)
 class _Target:
+    """One Service's presentation: kept for its life (what was written), so it is small once settled."""
+
     desired: Presentation | None = None
     written: Presentation | None = None
     not_before: float = 0.0                  # loop time before which `desired` is not written
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[Any] | None = None
+    wake: asyncio.Event | None = None        # only while a write waits for an intermediate state to settle
+    task: asyncio.Task[Any] | None = None    # only while writing
 
 
 UidOf = Callable[[str, str], "Mapping[str, Any] | None"]
@@ -160,7 +177,8 @@ class StatusWriter:
             # The clock starts when the Service enters an intermediate state, not at each step.
             target.not_before = asyncio.get_running_loop().time() + self.settle
         target.desired = presentation
-        target.wake.set()
+        if target.wake is not None:
+            target.wake.set()
         if presentation is not None and (target.task is None or target.task.done()):
             target.task = asyncio.create_task(self._flush(name, target), name=f"writeback-{name}")
 
@@ -187,14 +205,22 @@ class StatusWriter:
         await self.api.close()
 
     async def _flush(self, name: str, target: _Target) -> None:
+        try:
+            await self._flush_until_written(name, target)
+        finally:
+            if target.task is asyncio.current_task():
+                target.task = target.wake = None  # nothing pending: keep only what was written
+
+    async def _flush_until_written(self, name: str, target: _Target) -> None:
         namespace, short = split_entry_name(name)
         loop = asyncio.get_running_loop()
         while target.desired is not None and target.desired != target.written:
             wait = target.not_before - loop.time()
             if wait > 0:
-                target.wake.clear()
+                wake = target.wake = target.wake or asyncio.Event()
+                wake.clear()
                 try:
-                    await asyncio.wait_for(target.wake.wait(), timeout=wait)
+                    await asyncio.wait_for(wake.wait(), timeout=wait)
                 except TimeoutError:
                     pass
                 continue

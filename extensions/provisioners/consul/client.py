@@ -1,115 +1,208 @@
-"""Blocking calls to one Consul agent, through py-consul.
+"""Calls to one Consul agent, over aiohttp on the operator's loop.
 
-Every method blocks: the provisioner runs them with ``asyncio.to_thread``.
-py-consul's catalog wrappers cover the reads; the writes go through its HTTP
-client directly because its ``catalog.register`` sends node meta as query
-parameters (Consul ignores them there) and its ``txn.put`` sends no token.
+The few endpoints the provisioner uses are plain JSON: the catalog and health
+reads, and ``/v1/txn`` for every write (py-consul's ``catalog.register``
+sends node meta as query parameters, which Consul ignores there, and its
+``txn.put`` sends no token).  py-consul's blocking client cost a thread hop
+and a requests/urllib3 stack per call, about a fifth of the controller's CPU
+at 50 Services a second (bench/RESULTS.md); its errors (``consul.exceptions``)
+are kept, so callers and their messages stay the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from typing import Any, Mapping
+from urllib.parse import quote
 
-import consul
-from consul.base import Response
-from consul.callback import CB
+import aiohttp
 from consul.exceptions import ACLPermissionDenied, ConsulException
+from yarl import URL
 
 from extensions.provisioners.consul.config import ConsulConfig
 from extensions.provisioners.consul.records import (
     INSTANCE_KEY,
+    MANAGED_KEY,
     OWNER_KEY,
     NameState,
+    NodeState,
     OwnedNode,
     Record,
     ServiceInstance,
     mark_of,
     node_state,
 )
+from extensions.tls import verify_setting
 
 # Seconds before a silent agent counts as unreachable; short enough that an
 # outage turns into an entry error well within the core's WIP timeout.
 REQUEST_TIMEOUT = 10.0
+# Seconds a start-up read of every record we hold may take (one large answer).
+BULK_TIMEOUT = 60.0
 
 
 class ConcurrentChange(ConsulException):
     """Someone changed the node between our read and our write: nothing was written."""
 
 
+class ConsulUnreachable(Exception):
+    """No answer from the agent: connection refused, TLS failure, timeout."""
+
+
 class ConsulCatalog:
     def __init__(self, config: ConsulConfig):
-        self._client = consul.Consul(
-            host=config.host, port=config.port, scheme=config.scheme,
-            verify=config.ca_file or True, token=config.token or None,
-            connections_timeout=REQUEST_TIMEOUT,
-        )
-        # py-consul lets CONSUL_HTTP_TOKEN in the environment override the
-        # token it is given; the configured one must win (empty: anonymous).
-        self._client.token = config.token or None
+        self.config = config
+        self._base = config.url.rstrip("/")
+        # The configured token only (empty: anonymous), whatever CONSUL_HTTP_TOKEN says.
+        self._headers = {"X-Consul-Token": config.token} if config.token else {}
+        self._http: aiohttp.ClientSession | None = None  # made on the loop that uses it
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     # -- checks -------------------------------------------------------------
-    def leader(self) -> str:
-        return str(self._client.status.leader() or "")
+    async def leader(self) -> str:
+        return str(await self._get("/v1/status/leader") or "")
 
-    def can_read_catalog(self) -> bool:
+    async def can_read_catalog(self) -> bool:
         """True when the token sees the catalog: the `consul` service always has an instance.
 
         With ACLs on, a token that may not read is not refused, its answers
         are filtered; an empty answer is the only sign.
         """
-        _, nodes = self._client.catalog.service("consul")
-        return bool(nodes)
+        return bool(await self._get("/v1/catalog/service/consul"))
 
     # -- reads --------------------------------------------------------------
-    def read_name(self, name: str) -> NameState:
-        _, node = self._client.catalog.node(name)
+    async def read_name(self, name: str) -> NameState:
+        quoted = _segment(name)
+        node, instances = await asyncio.gather(self._get(f"/v1/catalog/node/{quoted}", allow_404=True),
+                                               self._get(f"/v1/catalog/service/{quoted}"))
         checks: list[dict[str, Any]] = []
         if node:
-            _, checks = self._client.health.node(name)
-        _, instances = self._client.catalog.service(name)
+            checks = await self._get(f"/v1/health/node/{quoted}") or []
         return NameState(
             name=name,
-            node=node_state(node, checks or []),
+            node=node_state(node, checks),
             instances=tuple(ServiceInstance(str(i.get("Node", "")), mark_of(i.get("NodeMeta")))
                             for i in instances or []),
         )
 
-    def entry_nodes(self, owner: str, instance: str) -> list[OwnedNode]:
+    async def entry_nodes(self, owner: str, instance: str) -> list[OwnedNode]:
         """The nodes of one entry that this instance may change: its own, and those written before instance ids."""
-        _, nodes = self._client.catalog.nodes(node_meta={OWNER_KEY: owner})
+        nodes = await self._get("/v1/catalog/nodes", {"node-meta": f"{OWNER_KEY}:{owner}"})
         return [node for node in _owned(nodes) if node.owner == owner and node.instance in (instance, "")]
 
-    def instance_nodes(self, instance: str) -> list[OwnedNode]:
+    async def instance_nodes(self, instance: str) -> list[OwnedNode]:
         """Every node this instance wrote (what an orphan sweep may consider; never another's, never a legacy one)."""
-        _, nodes = self._client.catalog.nodes(node_meta={INSTANCE_KEY: instance})
+        nodes = await self._get("/v1/catalog/nodes", {"node-meta": f"{INSTANCE_KEY}:{instance}"})
         return [node for node in _owned(nodes) if node.instance == instance]
 
-    # -- writes -------------------------------------------------------------
-    def write(self, record: Record, modify_index: int) -> None:
-        """Register the record's node, service and check at once, over the node version we read."""
-        self._transaction(record.transaction(modify_index))
+    async def managed_records(self) -> list[NodeState]:
+        """Every node Interlook wrote, with its services and checks, in one request (start-up, see records.Known).
 
-    def remove(self, node: OwnedNode) -> bool:
+        ``/v1/internal/ui/nodes`` is the one endpoint that answers nodes with
+        their services and checks at once (the UI's node list); with node
+        meta filtered on the agent, it is one bulk read instead of three
+        reads per record.
+        """
+        nodes = await self._get("/v1/internal/ui/nodes", {"filter": f'Meta["{MANAGED_KEY}"] == "true"'},
+                                timeout=BULK_TIMEOUT)
+        out = []
+        for item in nodes or []:
+            state = node_state({"Node": item, "Services": {s.get("ID", ""): s for s in item.get("Services") or []}},
+                               item.get("Checks") or [])
+            if state is not None:
+                out.append(state)
+        return out
+
+    # -- writes -------------------------------------------------------------
+    async def write(self, record: Record, modify_index: int) -> None:
+        """Register the record's node, service and check at once, over the node version we read."""
+        await self._transaction(record.transaction(modify_index))
+
+    async def remove(self, node: OwnedNode) -> bool:
         """Deregister a node we own (with its service and check), unless it changed since listed.
 
         Returns False when it was already gone or changed hands: either way
         there is nothing of ours left to remove.
         """
         try:
-            self._transaction([{"Node": {"Verb": "delete-cas",
-                                         "Node": {"Node": node.name, "ModifyIndex": node.modify_index}}}])
+            await self._transaction([{"Node": {"Verb": "delete-cas",
+                                               "Node": {"Node": node.name, "ModifyIndex": node.modify_index}}}])
             return True
         except ConcurrentChange:
-            _, current = self._client.catalog.node(node.name)
+            current = await self._get(f"/v1/catalog/node/{_segment(node.name)}", allow_404=True)
             mark = mark_of((current or {}).get("Node", {}).get("Meta")) if current else None
             if mark is not None and (mark.instance, mark.entry) == (node.instance, node.owner):
                 raise  # still ours but rewritten meanwhile: let the caller retry on fresh data
             return False
 
-    def _transaction(self, operations: list[dict[str, Any]]) -> None:
-        headers = self._client.prepare_headers()
-        self._client.http.put(_transaction_result, "/v1/txn", data=json.dumps(operations), headers=headers)
+    async def _transaction(self, operations: list[dict[str, Any]]) -> None:
+        status, body = await self._send("PUT", "/v1/txn", None, json.dumps(operations).encode())
+        if status == 409:
+            # Consul answers a refused transaction with 409 and the reason of each failed operation.
+            _refused(body)
+        _check(status, body)
+
+    # -- plumbing -------------------------------------------------------------
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+                connector=aiohttp.TCPConnector(ssl=verify_setting(self.config.ca_file, False)),
+                headers=self._headers)
+        return self._http
+
+    async def _send(self, method: str, path: str, params: Mapping[str, str] | None, data: bytes | None = None,
+                    timeout: float | None = None) -> tuple[int, bytes]:
+        url = URL(self._base + path, encoded=True)
+        if params:
+            url = url.with_query(params)
+        extra: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
+        try:
+            async with self._session().request(method, url, data=data, **extra) as response:
+                return response.status, await response.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise ConsulUnreachable(f"{type(exc).__name__}") from None
+
+    async def _get(self, path: str, params: Mapping[str, str] | None = None, *, allow_404: bool = False,
+                   timeout: float | None = None) -> Any:
+        status, body = await self._send("GET", path, params, timeout=timeout)
+        if status == 404 and allow_404:
+            return None
+        _check(status, body)
+        return json.loads(body) if body else None
+
+
+def _segment(name: str) -> str:
+    """A DNS name as one path segment (they hold no '/', but never trust input)."""
+    return quote(name, safe="")
+
+
+def _check(status: int, body: bytes) -> None:
+    """py-consul's rules for an error status, so that callers see the same exceptions."""
+    if status < 400:
+        return
+    text = body.decode("utf-8", "replace")
+    if status == 403:
+        raise ACLPermissionDenied(text)
+    raise ConsulException(f"{status} {text}")
+
+
+def _refused(body: bytes) -> None:
+    try:
+        errors = [str(e.get("What", "")) for e in json.loads(body).get("Errors") or []]
+    except (ValueError, AttributeError):
+        errors = [body.decode("utf-8", "replace")]
+    text = "; ".join(errors) or "transaction refused"
+    if "permission denied" in text.lower():
+        raise ACLPermissionDenied(text)
+    if "index is stale" in text:
+        raise ConcurrentChange(text)
+    raise ConsulException(f"transaction refused: {text}")
 
 
 def _owned(nodes: list[dict[str, Any]] | None) -> list[OwnedNode]:
@@ -119,21 +212,3 @@ def _owned(nodes: list[dict[str, Any]] | None) -> list[OwnedNode]:
         if mark is not None:
             owned.append(OwnedNode(str(n["Node"]), mark.entry, int(n.get("ModifyIndex", 0)), mark.instance))
     return owned
-
-
-def _transaction_result(response: Response) -> None:
-    # Consul answers a refused transaction with 409 and the reason of each
-    # failed operation; py-consul's callbacks would turn that into a bare 409.
-    if response.code != 409:
-        CB.json()(response)
-        return
-    try:
-        errors = [str(e.get("What", "")) for e in json.loads(response.body).get("Errors") or []]
-    except (ValueError, AttributeError):
-        errors = [response.body]
-    text = "; ".join(errors) or "transaction refused"
-    if "permission denied" in text.lower():
-        raise ACLPermissionDenied(text)
-    if "index is stale" in text:
-        raise ConcurrentChange(text)
-    raise ConsulException(f"transaction refused: {text}")

@@ -232,3 +232,42 @@ def mark_of(meta: Mapping[str, str] | None) -> Mark | None:
     if meta.get(MANAGED_KEY) != "true" or not owner:
         return None
     return Mark(instance=meta.get(INSTANCE_KEY, ""), entry=owner)
+
+
+class Known:
+    """The records a bulk read at start-up found, by entry: unchanged entries are answered without a request.
+
+    After a restart every entry comes back through the workflow; reading its
+    names one by one (three reads per record, one more for the entry) is most
+    of the load a restart puts on Consul.  One read of every node Interlook
+    marked answers instead, once per entry: the first message of an entry
+    takes its records out (later ones read afresh), and only a record that
+    is ours, for this entry, and exactly current counts as an answer.
+    Anything else (a name missing, a record to change, adopt or remove) goes
+    the normal way: read, plan, compare-and-set.  What it holds is dropped
+    after ``ttl`` seconds: it is a start-up view, never a cache of the present.
+    """
+
+    def __init__(self, nodes: Iterable[NodeState], instance: str, *, loaded_at: float, ttl: float):
+        self.instance = instance
+        self.expires = loaded_at + ttl
+        self._by_owner: dict[str, list[NodeState]] = {}
+        for node in nodes:
+            mark = node.mark
+            # Another instance's records are never ours to confirm (nor to change).
+            if mark is not None and mark.instance in (instance, ""):
+                self._by_owner.setdefault(mark.entry, []).append(node)
+
+    def __len__(self) -> int:
+        return len(self._by_owner)
+
+    def expired(self, now: float) -> bool:
+        return now >= self.expires or not self._by_owner
+
+    def unchanged(self, owner: str, desired: Iterable[Record]) -> bool:
+        """Does Consul hold exactly ``desired`` for ``owner``, and nothing more of it?  Consumes the owner's view."""
+        nodes = {node.name: node for node in self._by_owner.pop(owner, [])}
+        wanted = list(desired)
+        if not wanted or set(nodes) != {r.name for r in wanted}:
+            return False
+        return all(r.instance == self.instance and r.is_current(nodes[r.name]) for r in wanted)

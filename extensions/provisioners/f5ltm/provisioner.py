@@ -36,6 +36,7 @@ from extensions.kit.orphans import sweep_forever
 from extensions.kit.ownership import Ownership, Verdict, parse_text
 from extensions.provisioners.f5ltm.client import BigIPClient, BigIPError, BigIPUnreachable, uri_id
 from extensions.provisioners.f5ltm.config import F5Config
+from extensions.provisioners.f5ltm.known import Known, Seen
 from extensions.provisioners.f5ltm.names import NODE_ENTRY, legacy_object_name, object_name
 
 POOL = "/mgmt/tm/ltm/pool"
@@ -46,6 +47,9 @@ MAX_RATIO = 100  # BIG-IP's upper bound for a member ratio
 # "01070333:3: Virtual Server /P/a illegally shares ... with Virtual Server /P/b."
 _DRAFT_DELETE_ATTEMPTS = 3
 _SHARED_DESTINATION = re.compile(r"with Virtual Server (/\S+?)\.?$")
+# The start-up view of our partition (known.py): how long it answers, and its page size.
+KNOWN_TTL = 300.0
+PAGE = 500
 
 
 class PlanError(Exception):
@@ -97,6 +101,11 @@ class F5Provisioner(BaseExtension):
         self.ownership = Ownership("")  # bound to the instance id in setup()
         # A policy has one draft at a time: rules of different services take turns.
         self._policy_locks: dict[str, asyncio.Lock] = {}
+        self._known: Known | None = None
+        # Names at the legacy form that held our objects at start-up (None: not known, read each time).
+        self._legacy: set[str] | None = None
+        # Hosts with a node in our partition, as seen; cleared by any failed write (see handle).
+        self._nodes: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------
     async def setup(self) -> None:
@@ -118,8 +127,65 @@ class F5Provisioner(BaseExtension):
             raise RuntimeError(f"cannot use the BIG-IP at {self.config.base_url}: {exc}") from None
         self.log.info("BIG-IP %s reachable, partition %s, update mode %s, instance %s", self.config.base_url,
                       self.config.partition, self.config.update_mode, self.instance_id)
+        await self._load_known()
+
+    async def _load_known(self) -> None:
+        """Read every pool, virtual server and policy rule of our partition once (see known.py).
+
+        Only a shortcut: when it fails, every entry is read the normal way.
+        """
+        self._known, self._legacy = None, None
+        self._nodes.clear()
+        try:
+            pools = await self._list(f"{POOL}?expandSubcollections=true")
+            virtuals = await self._list(VIRTUAL)
+            rules = {}
+            if self.config.update_mode == "policy":
+                for policy in self._policies():
+                    rules[policy] = await self._list(f"{POLICY}/{uri_id(policy)}/rules?expandSubcollections=true",
+                                                     partition=False)
+            nodes = await self._list(NODE)
+        except (BigIPError, BigIPUnreachable) as exc:
+            self.log.info("no bulk read of partition %s (%s): entries are read one by one",
+                          self.config.partition, exc)
+            return
+        self._legacy = {str(item.get("name")) for item in [*pools, *virtuals, *(r for v in rules.values() for r in v)]
+                        if _at_legacy_name(item, self.instance_id)}
+        self._nodes = {str(item.get("name")) for item in nodes}
+        known = Known(pools=pools, virtuals=virtuals, rules=rules, loaded_at=self.clock(), ttl=KNOWN_TTL)
+        if len(known):
+            self._known = known
+            self.log.info("partition %s: %d pools, %d virtual servers read at start-up", self.config.partition,
+                          len(pools), len(virtuals))
+
+    async def _list(self, path: str, *, partition: bool = True) -> list[dict[str, Any]]:
+        """Every item of a collection, in pages (``$top``/``$skip``), only our partition's."""
+        query = f"%24filter=partition%20eq%20{self.config.partition}&" if partition else ""
+        joiner = "&" if "?" in path else "?"
+        items: list[dict[str, Any]] = []
+        while True:
+            page = await self._bigip.get(f"{path}{joiner}{query}%24top={PAGE}&%24skip={len(items)}") or {}
+            found = page.get("items") or []
+            items.extend(found)
+            if len(found) < PAGE:
+                break
+        if partition:
+            items = [i for i in items if i.get("partition", self.config.partition) == self.config.partition]
+        return items
+
+    def _seen(self, service: Service) -> Seen | None:
+        """The entry's objects as the start-up read found them, the first time it asks; None afterwards."""
+        known = self._known
+        if known is None:
+            return None
+        if known.expired(self.clock()):
+            self._known = None
+            return None
+        return known.take(service.name, (object_name(self.instance_id, service.name),
+                                         legacy_object_name(service.name)))
 
     async def teardown(self) -> None:
+        self._known = None
         if self.client is not None:
             await self.client.close()
             self.client = None
@@ -131,6 +197,8 @@ class F5Provisioner(BaseExtension):
 
     async def _remove_orphan(self, owner: str) -> None:
         # adopt=False: a sweep removes only what carries our instance's mark, never a legacy object.
+        # What the start-up view holds of the owner is dropped: it must not answer for it again.
+        self._seen(Service(name=owner))
         await self._unpublish(Service(name=owner), adopt=False)
         self.log.info("removed the objects of %s: its entry no longer exists", owner)
 
@@ -154,8 +222,9 @@ class F5Provisioner(BaseExtension):
         else:
             return message
         try:
-            await work(message.service)
+            await work(message.service, seen=self._seen(message.service))
         except (BigIPError, BigIPUnreachable, PlanError) as exc:
+            self._nodes.clear()  # a node removed behind our back must be read again
             self.log.warning("%s %s: %s", message.action, message.service.name, exc)
             return message.failed(f"{self.name}: {exc}")
         return message.reply()
@@ -223,27 +292,48 @@ class F5Provisioner(BaseExtension):
                 "conditions": [{"name": "0", **condition}], "actions": [{"name": "0", **action}]}
 
     # -- names: ours, or adopted from before instance ids ---------------------------
-    async def _name_for(self, service: Service, *, adopt: bool = True) -> str:
-        """The name of the entry's objects: ours, unless objects from before instance ids are adopted in place.
+    async def _name_for(self, service: Service, *, adopt: bool = True,
+                        seen: Seen | None = None) -> tuple[str, dict[str, Any] | None]:
+        """The name of the entry's objects, and the pool found at that name (None: no pool there).
 
-        Objects at the legacy name (``interlook_<ns>_<name>``) marked for this
+        Ours, unless objects from before instance ids are adopted in place:
+        objects at the legacy name (``interlook_<ns>_<name>``) marked for this
         very entry, legacy or already re-marked with our instance, keep their
         name: BIG-IP cannot rename, and re-creating a virtual server would cut
         its traffic.  Only reads: a repeated message still writes nothing.
+        The legacy name is only read when the start-up read found an object
+        there (or could not tell): a restart must not cost every entry two
+        more reads for names that no longer exist.
         """
         name = object_name(self.instance_id, service.name)
-        if await self._bigip.get(f"{POOL}/{uri_id(self._path(name))}") is not None:
-            return name
+        pool = await self._read_pool(name, seen)
+        if pool is not None:
+            return name, pool
         legacy = legacy_object_name(service.name)
-        candidates = [await self._bigip.get(f"{kind}/{uri_id(self._path(legacy))}") for kind in (POOL, VIRTUAL)]
+        if self._legacy is not None and legacy not in self._legacy:
+            return name, None
+        legacy_pool = await self._read_pool(legacy, seen)
+        candidates = [legacy_pool, await self._read_virtual(legacy, seen)]
         if self.config.update_mode == "policy":
             for policy in self._policies():
                 with contextlib.suppress(PlanError):  # no policy, so no rule in it
-                    candidates.append(await self._published_rule(policy, legacy))
+                    candidates.append(await self._published_rule(policy, legacy, seen))
         for found in candidates:
             if found is not None and self._verdict(found, service, adopt) is not Verdict.FOREIGN:
-                return legacy
-        return name
+                return legacy, legacy_pool
+        return name, None
+
+    async def _read_pool(self, name: str, seen: Seen | None) -> dict[str, Any] | None:
+        """The pool at ``name`` with its members."""
+        if seen is not None:
+            return seen.pool(name)
+        return await self._bigip.get(  # type: ignore[no-any-return]
+            f"{POOL}/{uri_id(self._path(name))}?expandSubcollections=true")
+
+    async def _read_virtual(self, name: str, seen: Seen | None) -> dict[str, Any] | None:
+        if seen is not None:
+            return seen.virtual(name)
+        return await self._bigip.get(f"{VIRTUAL}/{uri_id(self._path(name))}")  # type: ignore[no-any-return]
 
     def _verdict(self, found: dict[str, Any], service: Service, adopt: bool = True) -> Verdict:
         verdict = self.ownership.judge(parse_text(found.get("description")), service.name)
@@ -253,32 +343,33 @@ class F5Provisioner(BaseExtension):
         return self.ownership.holder(parse_text((found or {}).get("description")))
 
     # -- add / update ------------------------------------------------------------
-    async def _publish(self, service: Service) -> None:
+    async def _publish(self, service: Service, *, seen: Seen | None = None) -> None:
+        """``seen``: the entry's objects as the start-up read found them (known.py), instead of reading them."""
         if self.config.update_mode == "vs":
             destination = self._destination(service)  # fail before writing anything
-            name = await self._name_for(service)
-            pool = await self._ensure_pool(service, name)
-            await self._ensure_virtual(service, name, destination, pool)
+            name, current = await self._name_for(service, seen=seen)
+            pool = await self._ensure_pool(service, name, current)
+            await self._ensure_virtual(service, name, destination, pool, seen)
             return
         policy = self._policy_for(service)
         hosts = self._hosts(service)  # fail before writing anything
-        name = await self._name_for(service)
+        name, current = await self._name_for(service, seen=seen)
         rule = self._rule(service, name, hosts)
-        await self._ensure_pool(service, name)
-        await self._ensure_rule(policy, rule, service)
+        await self._ensure_pool(service, name, current)
+        await self._ensure_rule(policy, rule, service, seen)
         # A service that changed TLS moves from one policy to the other.
         for other in self._policies():
             if other != policy:
-                await self._remove_rule(other, service, name)
+                await self._remove_rule(other, service, name, seen=seen)
 
-    async def _ensure_pool(self, service: Service, name: str) -> str:
+    async def _ensure_pool(self, service: Service, name: str, current: dict[str, Any] | None) -> str:
+        """The pool at ``name`` as wanted; ``current``: the pool there as just read (None: none)."""
         path = self._path(name)
         url = f"{POOL}/{uri_id(path)}"
         wanted: dict[str, Any] = {"description": self._description(service),
                                   "loadBalancingMode": self.config.load_balancing_mode,
                                   "monitor": normalize_monitor(self.config.monitor_name)}
         members = self._members(service)
-        current = await self._bigip.get(f"{url}?expandSubcollections=true")
         if current is None:
             await self._ensure_nodes({m.host for m in members})
             body = {"name": name, "partition": self.config.partition, **wanted,
@@ -320,17 +411,17 @@ class F5Provisioner(BaseExtension):
 
     async def _ensure_nodes(self, hosts: set[str]) -> None:
         """Create the nodes a pool needs, marked as this instance's; existing ones are used as they are."""
-        for host in sorted(hosts):
+        for host in sorted(hosts - self._nodes):
             path = f"/{self.config.partition}/{host}"
-            if await self._bigip.get(f"{NODE}/{uri_id(path)}") is not None:
-                continue
-            body = {"name": host, "partition": self.config.partition, "address": host,
-                    "description": self._node_description()}
-            try:
-                await self._bigip.request("POST", NODE, body)
-            except BigIPError as exc:
-                if exc.status != 409:  # created meanwhile by another pool: fine
-                    raise
+            if await self._bigip.get(f"{NODE}/{uri_id(path)}") is None:
+                body = {"name": host, "partition": self.config.partition, "address": host,
+                        "description": self._node_description()}
+                try:
+                    await self._bigip.request("POST", NODE, body)
+                except BigIPError as exc:
+                    if exc.status != 409:  # created meanwhile by another pool: fine
+                        raise
+            self._nodes.add(host)
 
     async def _release_nodes(self, hosts: set[str]) -> None:
         """Delete nodes this instance made once no pool uses them; a node still in use stays.
@@ -342,6 +433,7 @@ class F5Provisioner(BaseExtension):
         ours = self.ownership.mark(NODE_ENTRY)
         for host in sorted(h for h in hosts if h):
             url = f"{NODE}/{uri_id(f'/{self.config.partition}/{host}')}"
+            self._nodes.discard(host)
             node = await self._bigip.get(url)
             if node is None or parse_text(node.get("description")) != ours:
                 continue
@@ -351,12 +443,13 @@ class F5Provisioner(BaseExtension):
                 if exc.status != 400:  # 400: still referenced by a member of another pool
                     raise
 
-    async def _ensure_virtual(self, service: Service, name: str, destination: str, pool: str) -> None:
+    async def _ensure_virtual(self, service: Service, name: str, destination: str, pool: str,
+                              seen: Seen | None = None) -> None:
         path = self._path(name)  # the virtual server has the pool's name
         url = f"{VIRTUAL}/{uri_id(path)}"
         wanted = {"description": self._description(service), "destination": destination, "pool": pool,
                   "ipProtocol": "tcp", "sourceAddressTranslation": {"type": "automap"}}
-        current = await self._bigip.get(url)
+        current = await self._read_virtual(name, seen)
         if current is None:
             body = {"name": name, "partition": self.config.partition, **wanted}
             await self._write_virtual("POST", VIRTUAL, body, destination)
@@ -393,14 +486,17 @@ class F5Provisioner(BaseExtension):
         if found.get("status", "published") != "published":
             raise PlanError(f"LTM policy {policy} is not published")
 
-    async def _published_rule(self, policy: str, rule: str) -> dict[str, Any] | None:
+    async def _published_rule(self, policy: str, rule: str, seen: Seen | None = None) -> dict[str, Any] | None:
+        if seen is not None and seen.knows_policy(policy):
+            return seen.rule(policy, rule)
         found = await self._bigip.get(f"{POLICY}/{uri_id(policy)}/rules/{rule}?expandSubcollections=true")
         if found is None:
             await self._check_policy(policy)  # a missing policy is an error, a missing rule is not
         return found
 
-    async def _ensure_rule(self, policy: str, rule: dict[str, Any], service: Service) -> None:
-        current = await self._published_rule(policy, rule["name"])
+    async def _ensure_rule(self, policy: str, rule: dict[str, Any], service: Service,
+                           seen: Seen | None = None) -> None:
+        current = await self._published_rule(policy, rule["name"], seen)
         if current is not None:
             self._require_ours(f"rule of policy {policy}", rule["name"], current, service)
             if _same_rule(current, rule):
@@ -427,9 +523,10 @@ class F5Provisioner(BaseExtension):
                 raise PlanError(f"host name {', '.join(sorted(taken))} is already routed by a rule of "
                                 f"{self._holder(other)} in policy {policy}: not adding another")
 
-    async def _remove_rule(self, policy: str, service: Service, name: str, *, adopt: bool = True) -> None:
+    async def _remove_rule(self, policy: str, service: Service, name: str, *, adopt: bool = True,
+                           seen: Seen | None = None) -> None:
         try:
-            current = await self._published_rule(policy, name)
+            current = await self._published_rule(policy, name, seen)
         except PlanError:
             return  # no policy, so no rule: nothing to remove
         if current is None or not self._ours_or_skip(f"rule of {policy}", name, current, service, adopt):
@@ -471,23 +568,22 @@ class F5Provisioner(BaseExtension):
                 continue
 
     # -- delete --------------------------------------------------------------------
-    async def _unpublish(self, service: Service, *, adopt: bool = True) -> None:
+    async def _unpublish(self, service: Service, *, adopt: bool = True, seen: Seen | None = None) -> None:
         """Virtual server, then policy rules, then the pool: each user before what it uses.
 
         ``adopt`` False (an orphan sweep) leaves objects from before instance
         ids alone: only what carries this instance's mark is removed.
         """
-        name = await self._name_for(service, adopt=adopt)
+        name, pool = await self._name_for(service, adopt=adopt, seen=seen)
         path = self._path(name)
         virtual_url = f"{VIRTUAL}/{uri_id(path)}"
-        virtual = await self._bigip.get(virtual_url)
+        virtual = await self._read_virtual(name, seen)
         if virtual is not None and self._ours_or_skip("virtual server", path, virtual, service, adopt):
             await self._bigip.delete(virtual_url)
         if self.config.update_mode == "policy":
             for policy in self._policies():
-                await self._remove_rule(policy, service, name, adopt=adopt)
+                await self._remove_rule(policy, service, name, adopt=adopt, seen=seen)
         pool_url = f"{POOL}/{uri_id(path)}"
-        pool = await self._bigip.get(f"{pool_url}?expandSubcollections=true")
         if pool is None or not self._ours_or_skip("pool", path, pool, service, adopt):
             return
         await self._bigip.delete(pool_url)
@@ -511,6 +607,13 @@ class F5Provisioner(BaseExtension):
             return True
         self.log.warning("%s %s is held by %s: left in place", kind, path, self._holder(found))
         return False
+
+
+def _at_legacy_name(item: dict[str, Any], instance: str) -> bool:
+    """An object at the legacy name of the entry it is marked for, made before instance ids or adopted by us."""
+    mark = parse_text(item.get("description"))
+    return (mark is not None and mark.instance in ("", instance)
+            and str(item.get("name")) == legacy_object_name(mark.entry))
 
 
 def _member_key(member: Member) -> tuple[str, int]:
