@@ -416,6 +416,12 @@ class Bench:
             for mode, changed in (("sigterm", 0), ("sigkill", 0), ("sigkill_changed", self.restart_changed)):
                 runs[mode] = await self.one_restart(kube, nodes, proxy, config, mode, changed)
             self.result["restart"] = runs
+            # What the process keeps once the resync is over (the controller gives freed memory back every 30 s).
+            settle = env_float("BENCH_RESTART_SETTLE_S", 45)
+            await asyncio.sleep(settle)
+            assert self.controller is not None
+            self.result["restart_settled"] = {"after_s": settle, "rss_mb": self.controller.memory_mb()[0]}
+            log(f"restart: RSS {self.result['restart_settled']['rss_mb']:.0f} MB {settle:g}s after the last resync")
         finally:
             await proxy.stop()
 
@@ -597,6 +603,7 @@ class Bench:
             "restart_backend_requests": sum(run["backend_requests"] for run in unchanged) if unchanged else None,
             "restart_cpu_s": rounded(max((run["controller_cpu_s"] for run in unchanged), default=None), 1),
             "restart_peak_rss_mb": rounded(max((run["peak_rss_mb"] for run in unchanged), default=None)),
+            "restart_settled_rss_mb": rounded((r.get("restart_settled") or {}).get("rss_mb")),
             "restart_repaired": (restart.get("sigkill_changed") or {}).get("repaired"),
         }
 
