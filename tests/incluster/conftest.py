@@ -151,6 +151,9 @@ def deployed(kubectl: Kubectl, consul: ConsulAgent) -> Iterator[Kubectl]:
     try:
         yield kubectl
     finally:
+        # What the replicas said, for a failing test's report (pytest shows it only then).
+        print(kubectl("-n", NAMESPACE, "logs", "-l", "app.kubernetes.io/name=interlook", "--prefix",
+                      "--tail=300", "--timestamps", check=False))
         kubectl("delete", "--ignore-not-found", "--wait=true", "--timeout=120s",
                 "-f", str(ROOT / "manifests"), check=False)
 
