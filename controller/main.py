@@ -83,30 +83,39 @@ class Operator:
     peering: str = ""       # the peering object whose daemon says "active"; "" when always active
     # A Service body -> what is kept of it (contract.summarize_service, bound to the scope at start-up).
     summarize: Callable[[Any], dict[str, Any]] = dict
-    active: bool = False
+    active: bool = False    # handlers act only while this is set
+    wanted: bool = False    # what kopf's peering last asked for
     switching: asyncio.Lock | None = None
 
     async def activate(self) -> None:
         assert self.app is not None and self.lifecycle is not None and self.switching is not None
+        self.wanted = True
         async with self.switching:
-            if self.active:
+            if self.active or not self.wanted:
                 return
             try:
                 await self.app.activate()
             except ExtensionStartError as exc:
                 _exit_on_start_failure(exc)
+            if not self.wanted:  # paused while the extensions were starting
+                await self.app.deactivate()
+                return
             self.active = True
             log.info("active: instance %s runs the workflow", self.app.identity.instance_id)
             await self.lifecycle.resume()
 
     async def deactivate(self, reason: str) -> None:
+        """Stop acting now: handlers see it at once, tasks are cancelled at once, the core stops next."""
         assert self.app is not None and self.lifecycle is not None and self.switching is not None
+        self.wanted = False
+        was_active, self.active = self.active, False
+        self.lifecycle.abandon()
         async with self.switching:
-            if not self.active:
-                return
-            self.active = False
-            self.lifecycle.abandon()
+            if self.active or self.wanted:
+                return  # resumed again while we waited: the newer activation holds
+            self.lifecycle.abandon()  # anything an activation in progress started meanwhile
             await self.app.deactivate()
+        if was_active:
             log.info("standby (%s): no step, sweep or write until active again", reason)
 
 
@@ -229,7 +238,12 @@ async def cleanup(**_: Any) -> None:
             task.cancel()  # a restart picks them up again: kopf lists every Service at start
         await lifecycle.writer.idle()
     if app is not None:
-        await app.stop()
+        OPERATOR.wanted = OPERATOR.active = False
+        if OPERATOR.switching is not None:
+            async with OPERATOR.switching:  # after a deactivation the peering daemon may be running
+                await app.stop()
+        else:
+            await app.stop()
     if lifecycle is not None:
         await lifecycle.writer.close()  # the connections the IP store shares too
 
@@ -252,12 +266,19 @@ def _is_our_peering(name: str, **_: Any) -> bool:
     return bool(OPERATOR.peering) and name == OPERATOR.peering
 
 
-@kopf.daemon(*PEERINGS, id="active", when=_is_our_peering, cancellation_timeout=30)
+@kopf.daemon(*PEERINGS, id="active", when=_is_our_peering, cancellation_backoff=10, cancellation_timeout=30)
 async def active_while_resumed(stopped: kopf.DaemonStopped, **_: Any) -> None:
-    """Runs exactly while kopf lets this process work: kopf stops daemons the moment peering pauses it."""
-    await OPERATOR.activate()
-    await stopped.wait()
-    await OPERATOR.deactivate(f"peering paused this process ({stopped.reason})")
+    """Runs exactly while kopf lets this process work: kopf stops daemons the moment peering pauses it.
+
+    kopf may also cancel the daemon (operator exit, or a stop it escalates):
+    the deactivation runs to its end whatever happens to this task, so a
+    paused process never keeps a core running.
+    """
+    try:
+        await OPERATOR.activate()
+        await stopped.wait()
+    finally:
+        await asyncio.shield(OPERATOR.deactivate(f"peering paused or stopped this process ({stopped.reason})"))
 
 
 def _without_finalizer(handler_id: str) -> None:
