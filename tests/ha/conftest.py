@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
+from tests.chaos import conftest as chaos_fixtures
 from tests.chaos.harness import (
     DRIVER_USER,
     ConsulServer,
@@ -36,6 +37,9 @@ from tests.ha.support import Replica
 from tests.helpers import require_component
 
 BUILD_HINT = "bash scripts/build-binaries.sh all, or make deps"
+# The Consul server and F5 simulator fixtures are tests/chaos's own, one per test.
+consul_server = chaos_fixtures.consul_server
+f5 = chaos_fixtures.f5
 # One user per process a test runs at once: the audit log tells them apart.
 REPLICA_USERS = ("ha-replica-a", "ha-replica-b", "ha-instance-1", "ha-instance-2")
 # Every sweep each second, so that five passes take seconds; fast retries, as in tests/chaos.
@@ -61,27 +65,6 @@ def ha_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]
         yield plane
     finally:
         plane.stop()
-
-
-@pytest.fixture
-def consul_server(tmp_path: Path) -> Iterator[ConsulServer]:
-    require_component(binary("consul") is not None, "consul binary", BUILD_HINT)
-    server = ConsulServer(tmp_path / "consul")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def f5(tmp_path: Path) -> Iterator[F5Process]:
-    simulator = F5Process(tmp_path / "f5")
-    simulator.start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
 
 
 @pytest.fixture
