@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from typing import Callable
 
 import pytest
+
+from tests.ports import free_port  # noqa: F401  (re-exported: the tests import it from here)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -25,12 +26,6 @@ def require_component(available: bool, what: str, how: str = "") -> None:
         pytest.fail(reason + " -- CI never skips a real component", pytrace=False)
     print(f"\n*** {reason}: SKIPPING ***", file=sys.stderr)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def eventually(predicate: Callable[[], object], timeout: float = 10.0) -> None:

@@ -42,6 +42,7 @@ import httpx
 from extensions.kit.ownership import parse_text
 from extensions.provisioners.consul.records import INSTANCE_KEY, MANAGED_KEY, OWNER_KEY
 from tests.kubectl import apply_crds
+from tests.ports import free_port, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "interlook.io"
@@ -52,12 +53,6 @@ FINALIZER = f"{PREFIX}/finalizer"
 WORKFLOW = "provider.kubernetes,provisioner.ipalloc,provisioner.consul,provisioner.f5ltm"
 CONTROLLER_USER = "interlook-controller"
 DRIVER_USER = "interlook-driver"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def binary(name: str) -> str | None:
@@ -290,9 +285,7 @@ class ConsulServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config = self.state_dir / "ports.json"
         if not config.exists():
-            from tests.consul.agent import _free_ports
-
-            self.http_port, dns, server, lan, wan, grpc = _free_ports(6)
+            self.http_port, dns, server, lan, wan, grpc = free_ports(6, udp=True)
             config.write_text(json.dumps({"ports": {"http": self.http_port, "dns": dns, "server": server,
                                                     "serf_lan": lan, "serf_wan": wan, "grpc": grpc,
                                                     "grpc_tls": -1}}))

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,6 +19,8 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 # How long an agent may take to elect itself; generous for a busy CI machine.
@@ -37,28 +38,6 @@ def consul_binary() -> str | None:
     return path if out.returncode == 0 and path else None
 
 
-def _free_ports(count: int, address: str = "127.0.0.1") -> list[int]:
-    """Distinct ports free on ``address`` for both TCP and UDP (DNS needs both)."""
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            tcp.bind((address, 0))
-            port = tcp.getsockname()[1]
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            held += [tcp, udp]
-            try:
-                udp.bind((address, port))
-            except OSError:
-                continue
-            ports.append(port)
-    finally:
-        for s in held:
-            s.close()
-    return ports
-
-
 @dataclass
 class ConsulAgent:
     binary: str
@@ -71,7 +50,7 @@ class ConsulAgent:
     address: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
-        self.http_port, self.dns_port, server, serf_lan, serf_wan, grpc = _free_ports(6, self.address)
+        self.http_port, self.dns_port, server, serf_lan, serf_wan, grpc = free_ports(6, self.address, udp=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config: dict[str, object] = {
             "node_name": self.name,
