@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
+from controller.selectors import Labels, labels_of
+
 
 class Action(enum.StrEnum):
     ADD = "add"
@@ -71,6 +73,12 @@ class Service:
     # An address the user asked for (Kubernetes `interlook.io/ip`); the IPAM
     # step gives it or fails, it never silently gives another one.
     requested_ip: str = ""
+    # The IP pool the user asked for by name (Kubernetes `interlook.io/pool`).
+    pool: str = ""
+    # What pools and name rules select on: the Service's labels, and its
+    # namespace's (Kubernetes; empty elsewhere).  Sorted pairs.
+    labels: Labels = ()
+    namespace_labels: Labels = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", merge_targets(self.targets))
@@ -88,12 +96,21 @@ class Service:
             and self.dns_names == other.dns_names
             and self.port == other.port
             and self.requested_ip == other.requested_ip
+            and self.pool == other.pool
+            and self.labels == other.labels
+            and self.namespace_labels == other.namespace_labels
         )
 
     def with_provider_fields(self, other: Service) -> Service:
         """This service with the fields only a provider may set taken from ``other``."""
         return replace(self, targets=other.targets, tls=other.tls, dns_names=other.dns_names, port=other.port,
-                       requested_ip=other.requested_ip, provider=other.provider or self.provider)
+                       requested_ip=other.requested_ip, pool=other.pool, labels=other.labels,
+                       namespace_labels=other.namespace_labels, provider=other.provider or self.provider)
+
+    @property
+    def namespace(self) -> str:
+        """The Kubernetes namespace of the entry (``namespace/name``); "" for a Swarm service."""
+        return self.name.rpartition("/")[0]
 
     def to_dict(self) -> dict[str, Any]:
         # `dns_name` is the Go program's key for the list of DNS names.
@@ -106,6 +123,9 @@ class Service:
             "dns_name": list(self.dns_names),
             "port": self.port,
             "requested_ip": self.requested_ip,
+            "pool": self.pool,
+            "labels": dict(self.labels),
+            "namespace_labels": dict(self.namespace_labels),
         }
 
     @classmethod
@@ -122,6 +142,9 @@ class Service:
             dns_names=tuple(str(n) for n in names),
             port=int(data.get("port", 0) or 0),
             requested_ip=str(data.get("requested_ip", "") or ""),
+            pool=str(data.get("pool", "") or ""),
+            labels=labels_of(data.get("labels")),
+            namespace_labels=labels_of(data.get("namespace_labels")),
         )
 
 
