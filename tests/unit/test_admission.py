@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +23,7 @@ from tests.unit.fakes import FakeProvider, RecordingProvisioner
 TEAM_A = NameRule(domains=(Domain.parse("a.example.com"),), namespaces=("team-a",))
 BY_LABEL = NameRule(domains=(Domain.parse("*.shop.example.com"),), namespace_selector=LabelSelector.parse("team=shop"))
 RULES = Rules(names=(TEAM_A, BY_LABEL))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def service(name: str = "team-a/web", *hosts: str, namespace_labels: dict[str, str] | None = None) -> Service:
@@ -128,17 +131,28 @@ def test_bad_rules_are_config_errors_with_their_key_path(body, expected):
     assert any(e.startswith(expected) for e in errors), errors
 
 
-def test_check_config_reports_a_bad_rule(tmp_path: Path):
+def test_check_config_reports_bad_rules_with_their_key_paths_and_exits_2(tmp_path: Path):
     path = tmp_path / "config.yml"
     path.write_text(textwrap.dedent("""
         core:
           workflowSteps: provider.kubernetes,provisioner.ipalloc
-          rules: {names: [{namespaces: [a], namespaceSelector: '=x', domains: [a.com]}]}
+          rules:
+            maxHostsPerService: -3
+            names:
+              - {namespaces: [a], namespaceSelector: '=x', domains: [a.com]}
+              - {namespaces: [b], domains: []}
         ipam: {ipalloc: {network_cidr: 10.0.0.0/24}}
     """))
-    with pytest.raises(ConfigError) as info:
+    result = subprocess.run([sys.executable, "-m", "controller", "check-config", str(path)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: core.rules.maxHostsPerService: must be at least 0, got -3",
+        "error: core.rules.names[0].namespaceSelector: not a valid label selector: cannot read '=x' in selector '=x'",
+        "error: core.rules.names[1].domains: lists no domain: a rule allows names under at least one domain",
+    ]
+    with pytest.raises(ConfigError):
         read_config(str(path))
-    assert [p.path for p in info.value.problems] == ["core.rules.names[0].namespaceSelector"]
 
 
 # ---------------------------------------------------------------- the core's gate
