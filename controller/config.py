@@ -20,9 +20,11 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import yaml
 
+from controller.admission import Rules
 from controller.durations import DurationError, parse_duration
 from controller.extension import PROVIDER
 from controller.instance import instance_id_problem
+from controller.selectors import LabelSelector
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +153,8 @@ class Section:
             self.error(key, f"must be an integer, got {raw!r}")
             return default
         if minimum is not None and value < minimum or maximum is not None and value > maximum:
-            self.error(key, f"must be between {minimum} and {maximum}, got {value}")
+            bounds = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            self.error(key, f"must be {bounds}, got {value}")
             return default
         return value
 
@@ -241,6 +244,32 @@ class Section:
             return None
 
 
+    def selector(self, key: builtins.str) -> LabelSelector:
+        """A label selector, in its string or matchLabels/matchExpressions form (controller/selectors.py)."""
+        raw = self._raw(key)
+        try:
+            return LabelSelector.parse(None if raw is _MISSING else raw)
+        except ValueError as exc:
+            self.error(key, f"not a valid label selector: {exc}")
+            return LabelSelector()
+
+    def items(self, key: builtins.str) -> list[Section]:
+        """A list of mappings, each read as a section at ``key[index]``; anything else is an error."""
+        raw = self._raw(key)
+        if raw is _MISSING or raw == []:
+            return []
+        if not isinstance(raw, list):
+            self.error(key, f"must be a list, got {type(raw).__name__}")
+            return []
+        out = []
+        for index, item in enumerate(raw):
+            path = f"{self.key_path(key)}[{index}]"
+            if not isinstance(item, Mapping):
+                self.report.error(path, f"must be a mapping, got {type(item).__name__}")
+                continue
+            out.append(Section(item, path, self.report, self.base_dir))
+        return out
+
     def url(self, key: builtins.str, default: builtins.str = "", *, schemes: Sequence[builtins.str],
             example: builtins.str, bare_scheme: builtins.str = "", sends: builtins.str = "its credentials",
             user_schemes: Sequence[builtins.str] = (), secret_sent: builtins.bool = True) -> builtins.str:
@@ -320,6 +349,8 @@ class CoreConfig:
     listen_address: str = "0.0.0.0"
     # Which Interlook this is (controller/instance.py); empty: derived at start-up.
     instance_id: str = ""
+    # Who may publish which names, and how many (controller/admission.py).
+    rules: Rules = Rules()
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
@@ -401,6 +432,7 @@ def _parse_core(section: Section, resolve: ResolveStep) -> tuple[CoreConfig, lis
         clean_undeployed_after=section.duration("cleanUndeployedServiceAfter", 3600.0),
         retry_backoff_base=section.duration("retryBackoffBase", 1.0) or 1.0,
         retry_backoff_max=section.duration("retryBackoffMax", 300.0) or 300.0,
+        rules=Rules.from_section(section.sub("rules")),
     )
     section.finish()
     return core, specs

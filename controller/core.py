@@ -21,6 +21,7 @@ import time
 from dataclasses import replace
 from typing import Any, Awaitable, Callable, Mapping
 
+from controller.admission import RULES_STEP
 from controller.config import CoreConfig
 from controller.entries import Entry, load_entries, save_entries
 from controller.extension import PROVIDER, PROVISIONER, BaseExtension, ExtensionStartError, MessageQueue
@@ -314,7 +315,13 @@ class Core:
             if message.error:
                 # The provider could not read the service (bad annotation...):
                 # keep it visible as an error entry, do not provision anything.
-                self._provider_error(entry, service, message, now)
+                self._refuse(entry, service, message.error, message.sender, message.info, now)
+                return
+            refusal = self.config.rules.check(service)
+            if refusal:
+                # Outside what its namespace may publish, or too many names:
+                # refused before any step writes anything, for every provider.
+                self._refuse(entry, service, refusal, RULES_STEP, "", now)
                 return
             self._provider_add(entry, service, now)
         elif message.action == Action.DELETE:
@@ -322,7 +329,14 @@ class Core:
         else:
             log.debug("ignoring %s from provider %s", message.action, message.sender)
 
-    def _provider_error(self, entry: Entry | None, service: Service, message: Message, now: float) -> None:
+    def _refuse(self, entry: Entry | None, service: Service, error: str, step: str, info: str, now: float) -> None:
+        """The service cannot be published as it is: show why, send nothing to any step.
+
+        ``step`` is the provider that could not read it, or RULES_STEP.  What an
+        earlier, valid version of it published stays (nothing is lost on a bad
+        edit); no retry is scheduled: the refusal holds until the provider sends
+        the service again changed (its input, or its namespace's labels).
+        """
         if entry is None:
             entry = Entry(name=service.name, service=service, time_detected=now, last_update=now)
             self.entries[service.name] = entry
@@ -333,12 +347,10 @@ class Core:
             # must not be cleaned up as a closed entry.
             entry.expected_state = DEPLOYED
             entry.close_time = 0.0
-        if entry.error != message.error or entry.error_step != message.sender:
-            entry.error = message.error
-            entry.error_step = message.sender
-            entry.info = message.info
-            # No retry is scheduled: the housekeeper never retries a
-            # provider's error, the provider re-sends when the input changes.
+        if entry.error != error or entry.error_step != step:
+            entry.error = error
+            entry.error_step = step
+            entry.info = info
             entry.next_retry = 0.0
             self._changed(entry)
 
@@ -350,9 +362,8 @@ class Core:
             return
         entry.last_update = now
         entry.refresh_sent = 0.0
-        provider_error = self.is_provider(entry.error_step)
         same = entry.service.same_definition(service)
-        if same and entry.expected_state == DEPLOYED and not provider_error:
+        if same and entry.expected_state == DEPLOYED and not self.refused(entry):
             if entry.state == DEPLOYED and not entry.work_in_progress:
                 log.debug("%s unchanged and deployed: refreshed", entry.name)
                 return
@@ -530,7 +541,7 @@ class Core:
                                       f"{self.config.service_wip_timeout:g}s")
                 continue
             if entry.error:
-                if now >= entry.next_retry and not self.is_provider(entry.error_step):
+                if now >= entry.next_retry and not self.refused(entry):
                     log.info("retrying %s at %s (attempt %d)", entry.name, entry.state, entry.attempts + 1)
                     self._dispatch_current(entry)
                 continue
@@ -614,6 +625,10 @@ class Core:
     # -------------------------------------------------------------- views
     def is_provider(self, step: str) -> bool:
         return step in self.providers
+
+    def refused(self, entry: Entry) -> bool:
+        """Its error is about the input (unreadable, or refused by the rules): only a new input clears it."""
+        return bool(entry.error) and (self.is_provider(entry.error_step) or entry.error_step == RULES_STEP)
 
     def extension_status(self) -> dict[str, dict[str, Any]]:
         return {name: {"status": self._ext_status[name], "restarts": self._ext_restarts[name],

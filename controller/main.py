@@ -2,14 +2,14 @@
 
 ``kopf run --standalone -A controller/main.py`` (or ``make run``) loads this
 file.  On start-up it builds the core from ``INTERLOOK_CONFIG``; then kopf
-watches Services, EndpointSlices and Nodes, and each handler below is one
-call on the Kubernetes provider's lifecycle
+watches Services, EndpointSlices, Nodes and Namespaces, and each handler
+below is one call on the Kubernetes provider's lifecycle
 (extensions/providers/kubernetes/lifecycle.py), where every rule about a
 Service lives.  This module only translates:
 
 * kopf settings: plain event handlers, no diff-base, no handler logs as
   Events, a random peering priority;
-* kopf indexes (EndpointSlices, Nodes) and a map of Service summaries held
+* kopf indexes (EndpointSlices, Nodes, Namespaces) and a map of Service summaries held
   in memory, so no event costs a LIST and a refresh from the core is
   answered from memory;
 * kopf peering: with ``--peering`` only the active replica acts.  A standby
@@ -32,6 +32,7 @@ import kopf
 
 from controller.app import App, build_app, read_config, setup_logging
 from controller.extension import ExtensionStartError
+from controller.selectors import labels_of
 from controller.status import EntryStatus
 from extensions.kube_api import KubeApi, KubeApiError
 from extensions.providers.kubernetes.contract import (
@@ -49,6 +50,7 @@ log = logging.getLogger("interlook.kopf")
 SERVICES = ("", "v1", "services")
 ENDPOINT_SLICES = ("discovery.k8s.io", "v1", "endpointslices")
 NODES = ("", "v1", "nodes")
+NAMESPACES = ("", "v1", "namespaces")
 PEERINGS = ("kopf.dev", "v1", "clusterkopfpeerings")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 KUBE_SYSTEM = "/api/v1/namespaces/kube-system"
@@ -188,7 +190,8 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
         settings.peering.lifetime = max(1, round(provider_config.peering_lifetime))
     settings.watching.server_timeout = 300
 
-    OPERATOR.indexes = ClusterIndexes(endpoints=kwargs.get("endpoints_idx"), nodes=kwargs.get("nodes_idx"))
+    OPERATOR.indexes = ClusterIndexes(endpoints=kwargs.get("endpoints_idx"), nodes=kwargs.get("nodes_idx"),
+                                      namespaces=kwargs.get("namespaces_idx"))
     OPERATOR.summarize = functools.partial(summarize_service, scope=scope, finalizer=f"{scope.prefix}/finalizer")
     OPERATOR.switching = asyncio.Lock()
     kube = KubeApi.from_api_client(_api_client())
@@ -362,6 +365,12 @@ async def nodes_idx(body: Any, name: str, **_: Any) -> Any:
     return {name: ip} if ip else None
 
 
+@kopf.index(*NAMESPACES)
+async def namespaces_idx(name: str, labels: Mapping[str, str], **_: Any) -> Any:
+    # Pools and name rules select on a Service's namespace labels: known before any Service is read.
+    return {name: labels_of(labels)}
+
+
 # ---------------------------------------------------------------- handlers
 
 
@@ -385,6 +394,15 @@ async def endpoints_changed(namespace: Any, labels: Mapping[str, str], **_: Any)
     lifecycle = OPERATOR.lifecycle
     if service and lifecycle is not None and OPERATOR.active:
         await lifecycle.dependents_changed([(namespace, service)])
+
+
+@kopf.on.event(*NAMESPACES)
+async def namespace_changed(name: str, labels: Mapping[str, str], type: str | None, **_: Any) -> None:
+    # Kept active or not, like the Services: a standby that becomes active compares with what it saw.
+    changed = OPERATOR.indexes.remember_namespace(name, None if type == "DELETED" else labels_of(labels))
+    lifecycle = OPERATOR.lifecycle
+    if changed and lifecycle is not None and OPERATOR.active:
+        await lifecycle.namespace_changed(name)
 
 
 @kopf.on.event(*NODES)

@@ -163,6 +163,7 @@ NEEDED = [
     ("interlook.io", "ipallocations", "", verb) for verb in ("get", "list", "create", "delete", "patch")
 ] + [
     ("", "namespaces", "", "get", "kube-system"),  # the cluster id, for the default instance id
+    ("", "namespaces", "", "list"), ("", "namespaces", "", "watch"),  # their labels, for pools and name rules
     ("apiextensions.k8s.io", "customresourcedefinitions", "", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "", "watch"),
 ] + [
@@ -173,7 +174,7 @@ NOT_GRANTED = [
     ("", "services", "", "create"), ("", "events", "", "patch"), ("events.k8s.io", "events", "", "create"),
     ("interlook.io", "ipallocations", "", "watch"), ("interlook.io", "ipallocations", "", "update"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "", "get"), ("", "pods", "", "list"),
-    ("", "configmaps", "", "get"), ("", "namespaces", "", "get", "default"), ("", "namespaces", "", "list"),
+    ("", "configmaps", "", "get"), ("", "namespaces", "", "get", "default"), ("", "namespaces", "", "patch"),
 ]
 
 # Runs inside the controller's container with its own ServiceAccount token.

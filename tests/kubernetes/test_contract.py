@@ -14,8 +14,10 @@ from extensions.providers.kubernetes.contract import (
     Scope,
     Selector,
     is_managed,
+    marked_keys,
     read_service,
     summarize_endpoint_slice,
+    summarize_service,
 )
 from extensions.providers.kubernetes.provider import _message_for
 from extensions.providers.kubernetes.writeback import StatusWriter, events_between, present
@@ -69,6 +71,8 @@ def test_no_ready_endpoint_is_not_published_and_says_why() -> None:
     ({"interlook.io/hosts": "bad_name.example.com"}, "invalid host name"),
     ({"interlook.io/tls": "maybe"}, "true or false"),
     ({"interlook.io/ip": "10.0.0"}, "not an IP address"),
+    ({"interlook.io/pool": "Team_A"}, "pool 'Team_A' is not a pool name"),
+    ({"interlook.io/pool": "a" * 64}, "is not a pool name"),
 ])
 def test_malformed_input_is_an_error(annotations: dict[str, str], words: str) -> None:
     reading = read_service(svc({**ANN, **annotations}), SCOPE, [slice_(("n1", True, "p1"))], NODES)
@@ -82,6 +86,20 @@ def test_port_by_number_tls_and_requested_ip() -> None:
     service = read_service(svc(ann), SCOPE, [slice_(("n1", True, "p1"))], NODES).service
     assert (service.port, service.targets[0].port, service.tls, service.requested_ip) == (80, 30080, True,
                                                                                         "198.51.100.7")
+
+
+def test_the_pool_the_labels_and_the_namespace_labels_are_read() -> None:
+    body = svc({**ANN, "interlook.io/pool": " team-a "}, labels={"tier": "web", "app": "shop"})
+    service = read_service(summarize_service(body, SCOPE, "interlook.io/finalizer"), SCOPE,
+                           [slice_(("n1", True, "p1"))], NODES, namespace_labels=(("team", "a"),)).service
+    assert service.pool == "team-a"
+    assert service.labels == (("app", "shop"), ("tier", "web"))  # every label, sorted, even after summarising
+    assert service.namespace_labels == (("team", "a"),)
+    assert service.namespace == "shop"
+
+
+def test_the_pool_annotation_is_an_input_never_cleaned_off() -> None:
+    assert marked_keys({"interlook.io/pool": "a", "interlook.io/state": "deployed"}, SCOPE) == ["interlook.io/state"]
 
 
 def test_legacy_labels_are_read() -> None:

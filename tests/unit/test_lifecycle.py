@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from typing import Any
 
+from controller.messages import Action
+from extensions.providers.kubernetes.contract import EndpointsView
 from extensions.providers.kubernetes.lifecycle import ClusterIndexes, ServiceLifecycle, _older
 from extensions.providers.kubernetes.provider import KubernetesProvider
 
@@ -160,3 +162,29 @@ async def test_after_a_restart_a_new_result_is_still_shown_and_announced() -> No
 
     assert writer.shown == ["error", "deploying", "deployed"]
     assert writer.events == ["ProvisioningFailed", "Provisioned"]
+
+
+def test_a_namespace_label_change_is_told_from_its_first_sight_and_its_deletion() -> None:
+    indexes = ClusterIndexes(namespaces={"shop": [(("team", "shop"),)]})
+    assert not indexes.remember_namespace("shop", (("team", "shop"),))  # the listing at start: no change
+    assert not indexes.remember_namespace("shop", (("team", "shop"),))
+    assert indexes.remember_namespace("shop", (("team", "web"),))
+    assert not indexes.remember_namespace("shop", None)
+    assert not indexes.remember_namespace("shop", ())  # seen again after its deletion: a new namespace
+
+
+async def test_a_namespace_label_change_reads_its_published_services_again_with_the_new_labels() -> None:
+    ready = [EndpointsView("s1", (("n1", "pod-1"),))]
+    indexes = ClusterIndexes(namespaces={"shop": [(("team", "shop"),)]}, nodes={"n1": ["10.0.0.1"]},
+                             endpoints={("shop", "web"): ready, ("other", "web"): ready})
+    indexes.remember_service("shop", "web", body("9", ["interlook.io/finalizer"]))
+    indexes.remember_service("other", "web", body("9", ["interlook.io/finalizer"]))
+    provider = KubernetesProvider()
+    provider.send_queue = asyncio.Queue()
+    rt = ServiceLifecycle(provider, RecordingWriter([]), indexes, lambda _: None,  # type: ignore[arg-type]
+                          finalizer="interlook.io/finalizer")
+    await rt.namespace_changed("shop")
+    sent = provider.send_queue.get_nowait()
+    assert (sent.action, sent.service.name, sent.service.namespace_labels) == (
+        Action.ADD, "shop/web", (("team", "shop"),))
+    assert provider.send_queue.empty()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from controller.messages import Service, Target
+from controller.selectors import Labels, labels_of
 
 DEFAULT_PREFIX = "interlook.io"
 MANAGED_TYPES = ("NodePort", "LoadBalancer")
@@ -25,13 +26,14 @@ HOSTS = "hosts"
 PORT = "port"
 TLS = "tls"
 IP = "ip"
+POOL = "pool"
 # Output keys (written by the controller), relative to the prefix.
 STATE = "state"
 STEP = "step"
 PUBLIC_IP = "public-ip"
 ERROR = "error"
 INFO = "info"
-INPUT_KEYS = (HOSTS, PORT, TLS, IP)
+INPUT_KEYS = (HOSTS, PORT, TLS, IP, POOL)
 OUTPUT_KEYS = (STATE, STEP, PUBLIC_IP, ERROR, INFO)
 
 # The Go Interlook's labels: a label value cannot hold a comma, so one host only.
@@ -42,6 +44,7 @@ LEGACY_TLS = "interlook.ssl"
 NO_READY_ENDPOINTS = "no ready endpoints"
 
 _DNS_LABEL = re.compile(r"^(\*|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)$")
+_POOL_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 class InvalidService(ValueError):
@@ -164,15 +167,16 @@ def _labels(body: Mapping[str, Any]) -> Mapping[str, str]:
 def summarize_service(body: Mapping[str, Any], scope: Scope, finalizer: str) -> dict[str, Any]:
     """The part of a Service the controller reads, in the shape of its body (held for every Service).
 
-    Our annotations (inputs and outputs, under the prefix), the labels the
-    selector and the Go Interlook's labels name, our finalizer, the type and
+    Our annotations (inputs and outputs, under the prefix), the labels (pools
+    and name rules select on any of them), our finalizer, the type and
     ports, the LoadBalancer addresses: nothing else is ever read, and a
     Service's other annotations (``last-applied-configuration`` alone is
     often kilobytes) would be most of what 10,000 Services cost in memory.
+    Label keys and values repeat across Services (``app``, ``team: a``):
+    one interned copy of each.
     """
     meta = body.get("metadata") or {}
     prefix = f"{scope.prefix}/"
-    wanted_labels = {key for key, _, _ in scope.selector.requirements} | {LEGACY_HOSTS, LEGACY_PORT, LEGACY_TLS}
     # Keys and namespaces are the same strings for every Service: one copy each (sys.intern).
     namespace = meta.get("namespace")
     summary_meta: dict[str, Any] = {"name": meta.get("name"),
@@ -181,7 +185,7 @@ def summarize_service(body: Mapping[str, Any], scope: Scope, finalizer: str) -> 
     annotations = {sys.intern(k): v for k, v in (meta.get("annotations") or {}).items() if k.startswith(prefix)}
     if annotations:
         summary_meta["annotations"] = annotations
-    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k in wanted_labels}
+    labels = dict(labels_of(meta.get("labels")))
     if labels:
         summary_meta["labels"] = labels
     if finalizer in (meta.get("finalizers") or []):
@@ -282,6 +286,15 @@ def select_port(spec: Mapping[str, Any], wanted: str) -> tuple[int, int]:
     return int(chosen.get("port") or 0), node_port
 
 
+def parse_pool(raw: str) -> str:
+    """The pool a Service names (the IP step says whether it may use it); "" for the default."""
+    name = raw.strip()
+    if name and not _POOL_NAME.match(name):
+        raise InvalidService(f"pool {raw!r} is not a pool name (lower-case letters, digits and '-', "
+                             "at most 63)")
+    return name
+
+
 def parse_requested_ip(raw: str) -> str:
     raw = raw.strip()
     if not raw:
@@ -325,7 +338,8 @@ class Reading:
 
 
 def read_service(body: Mapping[str, Any], scope: Scope, endpoints: Iterable[EndpointsView],
-                 node_ips: Mapping[str, str], provider: str = "provider.kubernetes") -> Reading:
+                 node_ips: Mapping[str, str], provider: str = "provider.kubernetes",
+                 namespace_labels: Labels = ()) -> Reading:
     """Turn a managed Service and its index data into what the workflow publishes."""
     meta = _meta(body)
     name = entry_name(str(meta.get("namespace", "")), str(meta.get("name", "")))
@@ -343,10 +357,12 @@ def read_service(body: Mapping[str, Any], scope: Scope, endpoints: Iterable[Endp
         tls = parse_bool(str(tls_raw), scope.key(TLS))
         public_port, node_port = select_port(body.get("spec") or {}, str(port_raw))
         requested_ip = parse_requested_ip(str(annotations.get(scope.key(IP), "")))
+        pool = parse_pool(str(annotations.get(scope.key(POOL), "")))
     except InvalidService as exc:
         return Reading(service=bare, error=f"invalid Service: {exc}")
     service = Service(name=name, provider=provider, targets=ready_targets(endpoints, node_ips, node_port),
-                      tls=tls, dns_names=hosts, port=public_port, requested_ip=requested_ip)
+                      tls=tls, dns_names=hosts, port=public_port, requested_ip=requested_ip, pool=pool,
+                      labels=labels_of(labels), namespace_labels=namespace_labels)
     if not service.targets:
         return Reading(service=service, info=NO_READY_ENDPOINTS)
     return Reading(service=service)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Collection, Mapping
 
 from controller.messages import Service
+from controller.selectors import Labels
 from controller.status import DEPLOYED, UNDEPLOYED, EntryStatus
 from extensions.providers.kubernetes.contract import (
     PUBLIC_IP,
@@ -61,10 +62,12 @@ EntryOf = Callable[[str], "EntryStatus | None"]
 
 @dataclass
 class ClusterIndexes:
-    """Services, their endpoints and node addresses, held in memory (no API call).
+    """Services, their endpoints, node addresses and namespace labels, held in memory (no API call).
 
-    Endpoints and nodes are kopf indexes: kopf fills them before any handler
-    runs, so a Service is never published before its endpoints are known.
+    Endpoints, nodes and namespaces are kopf indexes: kopf fills them before
+    any handler runs, so a Service is never published before its endpoints
+    are known, nor judged by the name rules and pools before its namespace's
+    labels are.
     Services are a plain map kept by the Service event handler (every event,
     active or not): a kopf index would cost one more handler call per event
     and several objects per Service, for what the handler holds anyway.
@@ -73,6 +76,9 @@ class ClusterIndexes:
     services: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)  # summarised bodies
     endpoints: Index | None = None   # (namespace, service) -> [EndpointsView]
     nodes: Index | None = None       # node name -> [InternalIP]
+    namespaces: Index | None = None  # namespace -> [its labels, as a Message carries them]
+    # The labels each namespace's last event showed, to tell a change of them from the listing at start.
+    namespace_labels_seen: dict[str, Labels] = field(default_factory=dict)
 
     def service_body(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self.services.get((namespace, name))
@@ -95,7 +101,12 @@ class ClusterIndexes:
             for node in {n for e in endpoints for n, _ in e.ready}:
                 for ip in self.nodes.get(node, []):
                     node_ips[node] = ip
-        return ClusterView(body=body, endpoints=endpoints, node_ips=node_ips)
+        return ClusterView(body=body, endpoints=endpoints, node_ips=node_ips,
+                           namespace_labels=self.namespace_labels(namespace))
+
+    def namespace_labels(self, namespace: str) -> Labels:
+        found = self.namespaces.get(namespace, []) if self.namespaces is not None else []
+        return next(iter(found), ())
 
     def services_on_node(self, node: str) -> set[tuple[str, str]]:
         """The Services with a ready endpoint on ``node`` (to follow a Node's address change)."""
@@ -105,6 +116,19 @@ class ClusterIndexes:
 
     def all_services(self) -> list[tuple[str, str]]:
         return list(self.services.keys())
+
+    def remember_namespace(self, namespace: str, labels: Labels | None) -> bool:
+        """Note a Namespace event (None: deleted); True when its labels changed since its last event."""
+        if labels is None:
+            self.namespace_labels_seen.pop(namespace, None)
+            return False
+        before = self.namespace_labels_seen.get(namespace)
+        self.namespace_labels_seen[namespace] = labels
+        return before is not None and before != labels
+
+    def services_in(self, namespace: str) -> list[tuple[str, str]]:
+        """The Services of one namespace (to follow a change of its labels)."""
+        return [key for key in self.services if key[0] == namespace]
 
 
 @dataclass(slots=True)
@@ -220,6 +244,15 @@ class ServiceLifecycle:
             body = self.indexes.service_body(namespace, name)
             if body is not None and self.publishable(namespace, name, body):
                 await self.publish(namespace, name, body)
+
+    async def namespace_changed(self, namespace: str) -> None:
+        """Its labels changed: pools and name rules select on them, so its Services are read again.
+
+        The core skips a Service that reads the same as before; one whose
+        namespace labels differ is judged again (refused, or let through).
+        """
+        if self.in_scope(namespace):
+            await self.dependents_changed(self.indexes.services_in(namespace))
 
     async def resume(self) -> None:
         """Just became active: feed every Service the indexes already hold (later events follow)."""

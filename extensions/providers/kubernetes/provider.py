@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable, Mapping
 from controller.extension import PROVIDER, BaseExtension, ExtensionContext
 from controller.instance import ClusterIdentity
 from controller.messages import Action, Message, Service
+from controller.selectors import Labels
 from extensions.providers.kubernetes.config import KubernetesConfig
 from extensions.providers.kubernetes.contract import (
     EndpointsView,
@@ -32,11 +33,12 @@ from extensions.providers.kubernetes.contract import (
 
 @dataclass(frozen=True)
 class ClusterView:
-    """One Service as the indexes see it: its body, its endpoints, node addresses."""
+    """One Service as the indexes see it: its body, its endpoints, node addresses, its namespace's labels."""
 
     body: Mapping[str, Any]
     endpoints: tuple[EndpointsView, ...] = ()
     node_ips: Mapping[str, str] = field(default_factory=dict)
+    namespace_labels: Labels = ()
 
 
 Lookup = Callable[[str, str], "ClusterView | None"]
@@ -70,7 +72,8 @@ class KubernetesProvider(BaseExtension):
 
     # -- called by the kopf layer -------------------------------------------
     def read(self, view: ClusterView) -> Reading:
-        return read_service(view.body, self.scope, view.endpoints, view.node_ips, provider=self.name)
+        return read_service(view.body, self.scope, view.endpoints, view.node_ips, provider=self.name,
+                            namespace_labels=view.namespace_labels)
 
     async def observe(self, view: ClusterView) -> Reading:
         """Tell the workflow what a managed Service wants now; return what was read."""

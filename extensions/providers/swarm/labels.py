@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from controller.messages import Service, Target
+from controller.selectors import labels_of
 
 HOSTS_LABEL = "interlook.hosts"
 PORT_LABEL = "interlook.port"
@@ -198,7 +199,8 @@ def observe_service(service: JSON, tasks: Iterable[JSON], nodes: Mapping[str, JS
         return Observed(name=name, error=str(exc), desired_tasks=desired)
     targets = compute_targets(port_config, own_tasks, nodes)
     return Observed(name=name, desired_tasks=desired,
-                    service=Service(name=name, provider=provider, targets=targets, tls=tls, dns_names=hosts))
+                    service=Service(name=name, provider=provider, targets=targets, tls=tls, dns_names=hosts,
+                                    labels=labels_of(labels)))
 
 
 def compute_targets(port: JSON, tasks: Iterable[JSON], nodes: Mapping[str, JSON]) -> tuple[Target, ...]:
