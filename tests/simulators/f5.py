@@ -1100,7 +1100,7 @@ class F5Simulator:
             item["name"] = str(item.get("name", index))
             if "values" in item:
                 item["values"] = [str(v) for v in item["values"]]
-            rule["conditions"].append(item)
+            rule["conditions"].append(self._condition_defaults(item, index))
         for index, action in enumerate(body.get("actions") or []):
             item = {k: v for k, v in action.items() if k not in ("kind", "fullPath", "generation", "selfLink")}
             item["name"] = str(item.get("name", index))
@@ -1112,6 +1112,19 @@ class F5Simulator:
                 item["pool"] = pool
             rule["actions"].append(item)
         return rule
+
+    @staticmethod
+    def _condition_defaults(condition: dict[str, Any], index: int) -> dict[str, Any]:
+        """The flags BIG-IP adds to a stored condition, as its answers show them (tests/fixtures/f5/README.md).
+
+        String comparisons ignore case unless the condition says
+        ``caseSensitive``; ``external``, ``present`` and ``remote`` are the
+        defaults of the condition's other choices; ``index`` is its position.
+        """
+        defaults: dict[str, Any] = {"external": True, "index": index, "present": True, "remote": True}
+        if not condition.get("caseSensitive"):
+            defaults["caseInsensitive"] = True
+        return {**defaults, **condition}
 
     def _add_rule(self, policy: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         rules = self.state.rules[policy["fullPath"]]
