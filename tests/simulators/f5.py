@@ -162,12 +162,13 @@ class Stats:
     logins: int = 0
     unauthorized: int = 0
     errors_injected: int = 0
+    listings: int = 0             # collections answered (one per page): what a bulk read costs the appliance
     by_method: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "writes": self.writes, "logins": self.logins,
                 "unauthorized": self.unauthorized, "errors_injected": self.errors_injected,
-                "by_method": dict(self.by_method)}
+                "listings": self.listings, "by_method": dict(self.by_method)}
 
 
 class BigIPState:
@@ -558,6 +559,7 @@ class F5Simulator:
 
     def _collection(self, request: web.Request, kind: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         """A collection, with iControl REST's ``$filter=partition eq P`` and ``$top``/``$skip`` paging."""
+        self.stats.listings += 1
         wanted = re.fullmatch(r"\s*partition\s+eq\s+(\S+)\s*", request.query.get("$filter", ""))
         if wanted:
             items = [i for i in items if i.get("partition") == wanted.group(1)]
