@@ -193,6 +193,20 @@ async def test_the_conflict_ends_when_the_other_service_is_undeployed(bigip, pro
     assert rule_names(bigip) == [name_of("team/web")]
 
 
+async def test_a_host_name_a_service_gave_up_is_free_for_another_at_once(bigip, provisioner_factory):
+    f5 = await policy_mode(provisioner_factory)
+    assert (await f5.handle(message(Action.ADD, service("shop/web")))).error == ""
+    moved = await f5.handle(message(Action.UPDATE, service("shop/web", dns=("www.example.com",))))
+
+    taken = await f5.handle(message(Action.ADD, service("team/web", public_ip="192.0.2.11")))
+    refused = await f5.handle(message(Action.ADD, service("team/www", dns=("www.example.com",),
+                                                          public_ip="192.0.2.12")))
+
+    assert moved.error == "" and taken.error == ""
+    assert "host name www.example.com is already routed by a rule of another Service" in refused.error
+    assert rule_names(bigip) == [name_of("shop/web"), name_of("team/web")]
+
+
 async def test_the_conflict_ends_when_another_instance_undeploys_its_service(bigip, provisioner_factory):
     a = await policy_mode(provisioner_factory, instance="site-a")
     b = await policy_mode(provisioner_factory, instance="site-b")
