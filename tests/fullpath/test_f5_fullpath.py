@@ -6,7 +6,10 @@ gets a pool whose members are the nodes' InternalIP:nodePort with ratio = the
 ready endpoints on that node, and (vs mode) a virtual server at the allocated
 public IP, port 80, or (policy mode) a rule for its host in the global HTTP
 policy; scaling the endpoints changes the members; deleting the Service
-removes what was created before the finalizer is released.
+removes what was created before the finalizer is released.  In policy mode
+with no Consul step, a host name already routed for a Service of another
+namespace is an error on the second Service, and the policy keeps only the
+first one's rule (issue 14).
 """
 
 from __future__ import annotations
@@ -17,9 +20,18 @@ import pytest
 
 from extensions.kit.ownership import Mark, parse_text
 from extensions.provisioners.f5ltm.names import object_name
-from tests.fullpath.conftest import BigIP
-from tests.fullpath.support import PUBLIC_IP, DeletionWatch, deployed, instance_of, published, waiting
-from tests.kubernetes.conftest import Cluster, Controller
+from tests.fullpath.conftest import BigIP, write_config
+from tests.fullpath.support import (
+    ERROR,
+    PUBLIC_IP,
+    STATE,
+    DeletionWatch,
+    deployed,
+    instance_of,
+    published,
+    waiting,
+)
+from tests.kubernetes.conftest import Cluster, Controller, other_namespace  # noqa: F401 - a fixture, by name
 
 pytestmark = [pytest.mark.integration, pytest.mark.kubernetes]
 
@@ -119,3 +131,35 @@ def test_policy_mode_rule_for_the_host_then_removed_before_the_finalizer(
     assert pool not in then["pools"]
     assert then["policies"][HTTP_POLICY]["status"] == "published"
     assert [p for p, policy in then["policies"].items() if policy.get("status") == "draft"] == []
+
+
+def test_policy_mode_a_host_routed_for_another_namespace_is_an_error_and_the_policy_keeps_one_rule(
+        cluster: Cluster, namespace: str, other_namespace: str, bigip: BigIP,  # noqa: F811
+        make_controller: Callable[..., Controller]) -> None:
+    bigip.seed_policy(HTTP_POLICY)
+    node = cluster.node("10.74.0.1")
+    host = "shared.example.com"  # the simulator is this test's own: no other test holds it
+    controller = write_config(make_controller([namespace, other_namespace]), STEPS,  # no Consul step before F5
+                              lb=f5_section(bigip, updateMode="policy", globalHTTPPolicy="global-http")).start()
+    cluster.service(namespace, "web", annotations=published(host))
+    cluster.endpoints(namespace, "web", [node])
+    deployed(cluster, namespace, "web", controller)
+    instance = instance_of(controller)
+
+    cluster.service(other_namespace, "web", annotations=published(host))
+    cluster.endpoints(other_namespace, "web", [node])
+    error = waiting(lambda: cluster.annotations(other_namespace, "web").get(ERROR), "the second Service's error",
+                    controller)
+
+    assert f"host name {host} is already routed by a rule of another Service in policy {HTTP_POLICY}" in error
+    assert namespace not in error
+    assert cluster.annotations(other_namespace, "web")[STATE] == "error"
+    warnings = waiting(lambda: [e[2] for e in cluster.events(other_namespace, "web")
+                                if e[:2] == ("Warning", "ProvisioningFailed") and "already routed" in e[2]],
+                       "a Warning ProvisioningFailed Event on the second Service", controller)
+    assert all(namespace not in text for text in warnings)
+    state = bigip.state()
+    first, second = object_name(instance, f"{namespace}/web"), object_name(instance, f"{other_namespace}/web")
+    assert [r["name"] for r in state["rules"][HTTP_POLICY]] == [first]
+    assert f"/Common/{second}" not in state["pools"]
+    assert cluster.annotations(namespace, "web")[STATE] == "deployed"

@@ -162,12 +162,13 @@ class Stats:
     logins: int = 0
     unauthorized: int = 0
     errors_injected: int = 0
+    listings: int = 0             # collections answered (one per page): what a bulk read costs the appliance
     by_method: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "writes": self.writes, "logins": self.logins,
                 "unauthorized": self.unauthorized, "errors_injected": self.errors_injected,
-                "by_method": dict(self.by_method)}
+                "listings": self.listings, "by_method": dict(self.by_method)}
 
 
 class BigIPState:
@@ -558,6 +559,7 @@ class F5Simulator:
 
     def _collection(self, request: web.Request, kind: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         """A collection, with iControl REST's ``$filter=partition eq P`` and ``$top``/``$skip`` paging."""
+        self.stats.listings += 1
         wanted = re.fullmatch(r"\s*partition\s+eq\s+(\S+)\s*", request.query.get("$filter", ""))
         if wanted:
             items = [i for i in items if i.get("partition") == wanted.group(1)]
@@ -1100,7 +1102,7 @@ class F5Simulator:
             item["name"] = str(item.get("name", index))
             if "values" in item:
                 item["values"] = [str(v) for v in item["values"]]
-            rule["conditions"].append(item)
+            rule["conditions"].append(self._condition_defaults(item, index))
         for index, action in enumerate(body.get("actions") or []):
             item = {k: v for k, v in action.items() if k not in ("kind", "fullPath", "generation", "selfLink")}
             item["name"] = str(item.get("name", index))
@@ -1112,6 +1114,19 @@ class F5Simulator:
                 item["pool"] = pool
             rule["actions"].append(item)
         return rule
+
+    @staticmethod
+    def _condition_defaults(condition: dict[str, Any], index: int) -> dict[str, Any]:
+        """The flags BIG-IP adds to a stored condition, as its answers show them (tests/fixtures/f5/README.md).
+
+        String comparisons ignore case unless the condition says
+        ``caseSensitive``; ``external``, ``present`` and ``remote`` are the
+        defaults of the condition's other choices; ``index`` is its position.
+        """
+        defaults: dict[str, Any] = {"external": True, "index": index, "present": True, "remote": True}
+        if not condition.get("caseSensitive"):
+            defaults["caseInsensitive"] = True
+        return {**defaults, **condition}
 
     def _add_rule(self, policy: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         rules = self.state.rules[policy["fullPath"]]

@@ -38,6 +38,7 @@ from extensions.provisioners.f5ltm.client import BigIPClient, BigIPError, BigIPU
 from extensions.provisioners.f5ltm.config import F5Config
 from extensions.provisioners.f5ltm.known import Known, Seen
 from extensions.provisioners.f5ltm.names import NODE_ENTRY, legacy_object_name, object_name
+from extensions.provisioners.f5ltm.routes import PolicyRoutes
 
 POOL = "/mgmt/tm/ltm/pool"
 NODE = "/mgmt/tm/ltm/node"
@@ -106,6 +107,10 @@ class F5Provisioner(BaseExtension):
         self._legacy: set[str] | None = None
         # Hosts with a node in our partition, as seen; cleared by any failed write (see handle).
         self._nodes: set[str] = set()
+        # Who routes which host name in each policy, kept by the policy's generation (routes.py).
+        self._routes: dict[str, PolicyRoutes] = {}
+        # Claiming host names is check-then-write: two of our Services asking one name at once must take turns.
+        self._claims = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------
     async def setup(self) -> None:
@@ -118,24 +123,29 @@ class F5Provisioner(BaseExtension):
             await self.client.request("GET", "/mgmt/tm/sys/version")
             if await self.client.get(f"/mgmt/tm/auth/partition/{self.config.partition}") is None:
                 raise PlanError(f"partition {self.config.partition!r} does not exist")
+            generations = {}
             if self.config.update_mode == "policy":
                 for policy in self._policies():
-                    await self._check_policy(policy)
+                    generations[policy] = (await self._check_policy(policy)).get("generation")
         except (BigIPError, BigIPUnreachable, PlanError) as exc:
             await self.client.close()
             self.client = None
             raise RuntimeError(f"cannot use the BIG-IP at {self.config.base_url}: {exc}") from None
         self.log.info("BIG-IP %s reachable, partition %s, update mode %s, instance %s", self.config.base_url,
                       self.config.partition, self.config.update_mode, self.instance_id)
-        await self._load_known()
+        await self._load_known(generations)
 
-    async def _load_known(self) -> None:
+    async def _load_known(self, generations: dict[str, Any]) -> None:
         """Read every pool, virtual server and policy rule of our partition once (see known.py).
 
         Only a shortcut: when it fails, every entry is read the normal way.
+        ``generations``: each policy's, read before its rules, so that a
+        change made while they were listed makes the view look stale, never
+        fresh (routes.py).
         """
         self._known, self._legacy = None, None
         self._nodes.clear()
+        self._routes = {}
         try:
             pools = await self._list(f"{POOL}?expandSubcollections=true")
             virtuals = await self._list(VIRTUAL)
@@ -152,6 +162,9 @@ class F5Provisioner(BaseExtension):
         self._legacy = {str(item.get("name")) for item in [*pools, *virtuals, *(r for v in rules.values() for r in v)]
                         if _at_legacy_name(item, self.instance_id)}
         self._nodes = {str(item.get("name")) for item in nodes}
+        expires = self.clock() + KNOWN_TTL
+        self._routes = {policy: PolicyRoutes(policy, generations.get(policy), items, expires=expires)
+                        for policy, items in rules.items()}
         known = Known(pools=pools, virtuals=virtuals, rules=rules, loaded_at=self.clock(), ttl=KNOWN_TTL)
         if len(known):
             self._known = known
@@ -355,8 +368,16 @@ class F5Provisioner(BaseExtension):
         hosts = self._hosts(service)  # fail before writing anything
         name, current = await self._name_for(service, seen=seen)
         rule = self._rule(service, name, hosts)
-        await self._ensure_pool(service, name, current)
-        await self._ensure_rule(policy, rule, service, seen)
+        published = await self._published_rule(policy, name, seen)
+        if published is not None:
+            self._require_ours(f"rule of policy {policy}", name, published, service)
+        if published is not None and _same_rule(published, rule):
+            await self._ensure_pool(service, name, current)
+        else:
+            async with self._claims:
+                await self._require_hosts_free(service, hosts)  # before anything is written
+                await self._ensure_pool(service, name, current)
+                await self._write_rule(policy, rule, published)
         # A service that changed TLS moves from one policy to the other.
         for other in self._policies():
             if other != policy:
@@ -479,12 +500,13 @@ class F5Provisioner(BaseExtension):
                             f"{self._holder(other)}: not publishing there") from None
 
     # -- policy rules ------------------------------------------------------------
-    async def _check_policy(self, policy: str) -> None:
+    async def _check_policy(self, policy: str) -> dict[str, Any]:
         found = await self._bigip.get(f"{POLICY}/{uri_id(policy)}")
         if found is None:
             raise PlanError(f"LTM policy {policy} does not exist")
         if found.get("status", "published") != "published":
             raise PlanError(f"LTM policy {policy} is not published")
+        return found  # type: ignore[no-any-return]
 
     async def _published_rule(self, policy: str, rule: str, seen: Seen | None = None) -> dict[str, Any] | None:
         if seen is not None and seen.knows_policy(policy):
@@ -494,34 +516,54 @@ class F5Provisioner(BaseExtension):
             await self._check_policy(policy)  # a missing policy is an error, a missing rule is not
         return found
 
-    async def _ensure_rule(self, policy: str, rule: dict[str, Any], service: Service,
-                           seen: Seen | None = None) -> None:
-        current = await self._published_rule(policy, rule["name"], seen)
-        if current is not None:
-            self._require_ours(f"rule of policy {policy}", rule["name"], current, service)
-            if _same_rule(current, rule):
-                return
-        await self._require_hosts_free(policy, rule)
-
+    async def _write_rule(self, policy: str, rule: dict[str, Any], current: dict[str, Any] | None) -> None:
+        """Add the rule, or replace ``current`` (the published rule at its name, ours), through a draft."""
         async def change(draft_url: str) -> None:
             if current is None:
                 await self._bigip.request("POST", f"{draft_url}/rules", rule)
             else:
                 await self._bigip.request("PUT", f"{draft_url}/rules/{rule['name']}", rule)
 
-        await self._in_draft(policy, change)
+        await self._in_draft(policy, change, lambda routes: routes.put(rule))
 
-    async def _require_hosts_free(self, policy: str, rule: dict[str, Any]) -> None:
-        """A host name that another rule (another instance's, entry's, or a person's) routes is an error."""
-        hosts = set(rule["conditions"][0]["values"])
-        listing = await self._bigip.get(f"{POLICY}/{uri_id(policy)}/rules?expandSubcollections=true") or {}
-        for other in listing.get("items") or []:
-            if other.get("name") == rule["name"]:
-                continue
-            taken = hosts & _routed_hosts(other)
-            if taken:
-                raise PlanError(f"host name {', '.join(sorted(taken))} is already routed by a rule of "
-                                f"{self._holder(other)} in policy {policy}: not adding another")
+    async def _require_hosts_free(self, service: Service, hosts: list[str]) -> None:
+        """A host name that a rule of any of our policies routes for someone else is an error.
+
+        Someone else: another entry, another Interlook instance, a person.
+        Both policies count: a name is one team's, over HTTP as over TLS.
+        The holder is named only as the Service's own namespace may see it.
+        """
+        taken: dict[tuple[str, str], list[str]] = {}  # (holder, policy) -> hosts
+        for policy in self._policies():
+            routes = await self._current_routes(policy)
+            for host in hosts:
+                for route in routes.routing(host) if routes is not None else ():
+                    mark = parse_text(route.description)
+                    if self.ownership.may_change(mark, service.name):
+                        continue  # the entry's own rule (in the other policy, or by its legacy name)
+                    holder = self.ownership.holder(mark, service.name)
+                    taken.setdefault((holder, policy), []).append(host)
+        if taken:
+            raise PlanError("; ".join(_routed_by(hosts, holder, policy) for (holder, policy), hosts in taken.items())
+                            + ": not publishing them")
+
+    async def _current_routes(self, policy: str) -> PolicyRoutes | None:
+        """Who routes which host in ``policy`` now (None: no such policy): the view while its generation holds.
+
+        One small read of the policy; its rules are listed only when someone
+        published a change since the view was made (routes.py).
+        """
+        found = await self._bigip.get(f"{POLICY}/{uri_id(policy)}")
+        if found is None:
+            self._routes.pop(policy, None)
+            return None
+        generation = found.get("generation")
+        routes = self._routes.get(policy)
+        if routes is not None and routes.fresh(generation, self.clock()):
+            return routes
+        rules = await self._list(f"{POLICY}/{uri_id(policy)}/rules?expandSubcollections=true", partition=False)
+        routes = self._routes[policy] = PolicyRoutes(policy, generation, rules, expires=self.clock() + KNOWN_TTL)
+        return routes
 
     async def _remove_rule(self, policy: str, service: Service, name: str, *, adopt: bool = True,
                            seen: Seen | None = None) -> None:
@@ -535,10 +577,14 @@ class F5Provisioner(BaseExtension):
         async def change(draft_url: str) -> None:
             await self._bigip.delete(f"{draft_url}/rules/{name}")
 
-        await self._in_draft(policy, change)
+        await self._in_draft(policy, change, lambda routes: routes.drop(name))
 
-    async def _in_draft(self, policy: str, change: Callable[[str], Any]) -> None:
-        """Draft the policy, apply ``change`` to the draft, publish; never leave the draft behind."""
+    async def _in_draft(self, policy: str, change: Callable[[str], Any],
+                        applied: Callable[[PolicyRoutes], None]) -> None:
+        """Draft the policy, apply ``change`` to the draft, publish; never leave the draft behind.
+
+        ``applied`` makes the same change to the view of the policy's routes once it is published.
+        """
         lock = self._policy_locks.setdefault(policy, asyncio.Lock())
         async with lock:
             partition, _, name = policy.strip("/").partition("/")
@@ -556,6 +602,29 @@ class F5Provisioner(BaseExtension):
                 # Shielded: even a cancelled message must not leave a draft that blocks the next one.
                 await asyncio.shield(self._drop_draft(draft_url))
                 raise
+            await self._note_published(policy, applied)
+
+    async def _note_published(self, policy: str, applied: Callable[[PolicyRoutes], None]) -> None:
+        """Keep the view of the policy's routes after our own publish: our change, at the policy's new generation.
+
+        Still under the policy's lock, so no publish of ours comes between.
+        A publish by someone else in the instant between ours and this read
+        goes unseen until the policy changes again or the view expires
+        (PolicyRoutes.fresh); when the read fails the view is dropped and
+        the next check lists the rules.
+        """
+        routes = self._routes.pop(policy, None)
+        if routes is None:
+            return
+        try:
+            found = await self._bigip.get(f"{POLICY}/{uri_id(policy)}")
+        except (BigIPError, BigIPUnreachable):
+            return
+        if found is None:
+            return
+        applied(routes)
+        routes.generation = found.get("generation")
+        self._routes[policy] = routes
 
     async def _drop_draft(self, draft_url: str) -> None:
         """Delete a draft, asking again when a busy appliance fails the request: a draft left behind blocks
@@ -637,13 +706,10 @@ def _same_items(current: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> 
     return True
 
 
-def _routed_hosts(rule: dict[str, Any]) -> set[str]:
-    """The host names (HTTP Host or TLS SNI) a rule's conditions match."""
-    hosts: set[str] = set()
-    for condition in (rule.get("conditionsReference") or {}).get("items", []):
-        if condition.get("host") or condition.get("serverName"):
-            hosts.update(str(v) for v in condition.get("values") or [])
-    return hosts
+def _routed_by(hosts: list[str], holder: str, policy: str) -> str:
+    names = ", ".join(hosts)
+    subject = f"host name {names} is" if len(hosts) == 1 else f"host names {names} are"
+    return f"{subject} already routed by a rule of {holder} in policy {policy}"
 
 
 def _same_rule(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
