@@ -56,10 +56,10 @@ class PoolConfig:
         return f"{self.first}-{self.last}"
 
     def contains(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
+        ip = _parse(address)
+        return ip is not None and self.holds(ip)
+
+    def holds(self, ip: IPAddress) -> bool:
         return ip.version == self.version and self.first <= ip <= self.last  # type: ignore[operator]
 
     def refusal(self, service: Service) -> str:
@@ -115,7 +115,8 @@ class IPAllocConfig:
 
     def pool_of(self, address: str) -> PoolConfig | None:
         """The pool whose range holds ``address`` (pools never overlap)."""
-        return next((p for p in self.pools if p.contains(address)), None)
+        ip = _parse(address)  # once, not once a pool: sweeps ask this for every allocation
+        return None if ip is None else next((p for p in self.pools if p.holds(ip)), None)
 
     def contains(self, address: str) -> bool:
         return self.pool_of(address) is not None
@@ -133,6 +134,13 @@ def usable_range(network: IPNetwork) -> tuple[IPAddress, IPAddress]:
     if network.version == 4:
         return network[1], network[-2]
     return network[1], network[-1]
+
+
+def _parse(address: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return None
 
 
 # -- reading ----------------------------------------------------------------------

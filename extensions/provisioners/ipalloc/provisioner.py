@@ -33,7 +33,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from dataclasses import replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from controller.extension import PROVISIONER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message, Service
@@ -55,17 +55,20 @@ class PoolExhausted(Exception):
 
 
 class Holdings(dict[str, Holder]):
-    """ip -> holder, with the addresses of each entry and the count of each namespace at hand.
+    """ip -> holder, with the addresses of each entry and the counts of each namespace and pool at hand.
 
     Finding what one entry holds, or how many addresses a namespace holds,
     must not scan every allocation: after a restart 10,000 entries each ask
     once, and 10,000 scans of 10,000 allocations were most of the resync's CPU.
+    Likewise a full pool is passed over without scanning it.
     """
 
-    def __init__(self, items: Mapping[str, Holder] | None = None):
+    def __init__(self, items: Mapping[str, Holder] | None = None, pool_of: Callable[[str], str] = lambda ip: ""):
         super().__init__()
+        self._pool_of = pool_of
         self._by_entry: dict[str, set[str]] = {}
         self._per_namespace: Counter[tuple[str, str]] = Counter()  # (instance, namespace) -> addresses
+        self._per_pool: Counter[str] = Counter()  # pool name ("" outside our pools) -> addresses
         for ip, holder in (items or {}).items():
             self[ip] = holder
 
@@ -74,6 +77,7 @@ class Holdings(dict[str, Holder]):
         super().__setitem__(ip, holder)
         self._by_entry.setdefault(_entry_of(holder), set()).add(ip)
         self._per_namespace[_namespace_key(holder)] += 1
+        self._per_pool[self._pool_of(ip)] += 1
 
     def __delitem__(self, ip: str) -> None:
         self._unindex(ip)
@@ -90,11 +94,16 @@ class Holdings(dict[str, Holder]):
         """How many addresses ``instance`` gave to entries of ``namespace``."""
         return self._per_namespace.get((instance, namespace), 0)
 
+    def in_pool(self, pool: str) -> int:
+        """How many addresses of ``pool`` anyone holds."""
+        return self._per_pool.get(pool, 0)
+
     def _unindex(self, ip: str) -> None:
         old = self.get(ip)
         if old is None:
             return
         self._per_namespace[_namespace_key(old)] -= 1
+        self._per_pool[self._pool_of(ip)] -= 1
         entry = _entry_of(old)
         ips = self._by_entry.get(entry)
         if ips is not None:
@@ -115,7 +124,7 @@ class IPAllocProvisioner(BaseExtension):
         if store is None:
             store = FileStore(config.db_file) if config.db_file else MemoryStore()
         self.store: AllocationStore = store
-        self._holders = Holdings()  # ip -> holder, our view of the store
+        self._holders = self._holdings({})  # ip -> holder, our view of the store
         self._claiming: dict[str, Holder] = {}  # ip -> holder, claims sent and not answered yet
         # Per pool, where the next search for a free address starts.
         self._cursors: dict[str, int] = {pool.name: 0 for pool in config.pools}
@@ -125,13 +134,16 @@ class IPAllocProvisioner(BaseExtension):
         return Ownership(self.instance_id)
 
     async def setup(self) -> None:
-        self._holders = Holdings(await self.store.load())
+        self._holders = self._holdings(await self.store.load())
         self._claiming.clear()
         for pool in self.config.pools:
             held = [h for ip, h in self._holders.items() if pool.contains(ip)]
             mine = sum(1 for h in held if self.ownership.is_own(h))
             self.log.info("pool %s: %d addresses (%s in %s), %d given by this instance (%s), %d held elsewhere",
                           pool.name, pool.size, pool.range, pool.network, mine, self.instance_id, len(held) - mine)
+
+    def _holdings(self, items: Mapping[str, Holder]) -> Holdings:
+        return Holdings(items, pool_of=self._pool_name)
 
     def _is_own(self, ip: str, holder: Holder) -> bool:
         """Ours to sweep: marked by this instance, and in one of our pools (another pool's are never ours)."""
@@ -184,7 +196,7 @@ class IPAllocProvisioner(BaseExtension):
             self._holders[ip] = mark
             self.log.info("adopted %s for %s (allocated before instance ids)", ip, owner)
             return True
-        self._holders = Holdings(await self.store.load())  # changed meanwhile: read again
+        self._holders = self._holdings(await self.store.load())  # changed meanwhile: read again
         return self.ownership.judge(self._holders.get(ip), owner) is Verdict.OURS
 
     # -- which pools ------------------------------------------------------------
@@ -299,6 +311,8 @@ class IPAllocProvisioner(BaseExtension):
         a pool with thousands of allocations is not rescanned from its start.
         """
         first, size, cursor = int(pool.first), pool.size, self._cursors.get(pool.name, 0)
+        if self._holders.in_pool(pool.name) >= size:
+            return None  # full (what is being claimed is a handful: the scan finds that quickly)
         make = ipaddress.IPv4Address if pool.version == 4 else ipaddress.IPv6Address
         for offset in range(size):
             index = (cursor + offset) % size
