@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any, AsyncIterator, Iterator
 
 import pytest
+import yaml
 
 from controller.config import Report, Section
 from controller.extension import ExtensionContext
@@ -26,6 +27,7 @@ from extensions.provisioners.ipalloc import IPAllocConfig, IPAllocProvisioner
 from extensions.provisioners.ipalloc.kube_store import KubeStore, object_name
 from extensions.provisioners.ipalloc.provisioner import STORE_SERVICE
 from tests.kubectl import kubectl
+from tests.kubernetes.conftest import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.kubernetes]
 
@@ -245,3 +247,40 @@ async def test_the_sweep_frees_only_its_own_orphans_in_its_own_pools(site: Site,
     assert await sweep.run_pass() == {f"{team_a}/gone", f"{team_b}/gone-v6"}
     assert set(site.allocations()) == {"10.141.0.1", "10.142.0.1"}
     assert set(site.allocations(other)) == {"10.141.0.6"}
+
+
+def test_the_real_program_takes_from_the_pool_of_each_namespace_v6_included_and_keeps_the_limit(
+        cluster: Any, namespace: str, other_namespace: str, make_controller: Any) -> None:
+    """`kopf run` with pools: by namespace name (what the provider already knows), a v6 pool for the rest."""
+    node = cluster.node("10.143.9.1")
+    controller = make_controller([namespace, other_namespace])
+    config = yaml.safe_load(controller.config_path.read_text())
+    config["ipam"]["ipalloc"] = {"maxAddressesPerNamespace": 1, "pools": [
+        {"name": "mine", "network_cidr": "10.143.0.0/29", "namespaces": [namespace]},
+        {"name": "v6", "network_cidr": "2001:db8:143::/120"}]}
+    controller.config_path.write_text(yaml.safe_dump(config))
+    controller.start()
+    published = {"interlook.io/hosts": "pools.example.com", "interlook.io/port": "http"}
+    for ns, name in ((namespace, "web"), (other_namespace, "web"), (other_namespace, "second")):
+        cluster.service(ns, name, annotations=published, type="LoadBalancer")
+        cluster.endpoints(ns, name, [node])
+
+    def state(ns: str, name: str, wanted: str) -> dict[str, str] | None:
+        annotations = cluster.annotations(ns, name)
+        return annotations if annotations.get("interlook.io/state") == wanted else None
+
+    mine = wait_for(lambda: state(namespace, "web", "deployed"), "the Service of the named namespace deployed")
+    v6 = wait_for(lambda: state(other_namespace, "web", "deployed") or state(other_namespace, "second", "deployed"),
+                  "one Service of the other namespace deployed")
+    assert mine["interlook.io/public-ip"] == "10.143.0.1"
+    assert v6["interlook.io/public-ip"] == "2001:db8:143::1"
+    refused = "second" if state(other_namespace, "web", "deployed") else "web"
+    error = wait_for(lambda: state(other_namespace, refused, "error"), "the second Service over the limit")
+    assert error["interlook.io/error"] == (f"namespace {other_namespace} holds 1 address, the limit of "
+                                           "ipam.ipalloc.maxAddressesPerNamespace (1)")
+    objects = {item["spec"]["ip"]: item["spec"].get("pool") for item in cluster.custom.list_cluster_custom_object(
+        GROUP, VERSION, PLURAL)["items"] if item["spec"]["owner"].split("/")[0] in (namespace, other_namespace)}
+    assert objects == {"10.143.0.1": "mine", "2001:db8:143::1": "v6"}
+    ingress = wait_for(lambda: cluster.core.read_namespaced_service(
+        "second" if refused == "web" else "web", other_namespace).status.load_balancer.ingress, "the v6 ingress")
+    assert ingress[0].ip == "2001:db8:143::1"

@@ -310,7 +310,7 @@ async def test_the_limit_counts_this_instances_addresses_only_and_not_swarm_serv
     store.allocations.update({f"10.52.0.{i}": Mark("il-other", f"shared/o{i}") for i in range(1, 5)})
     prov = await started({"network_cidr": "10.52.0.0/24", "maxAddressesPerNamespace": 1}, store)
     assert (await add(prov, svc("shared/mine"))).error == ""
-    assert "holds 1 addresses" in (await add(prov, svc("shared/second"))).error
+    assert "holds 1 address," in (await add(prov, svc("shared/second"))).error
     assert all([(await add(prov, Service(name=f"swarm-{i}"))).service.public_ip for i in range(3)])
 
 

@@ -242,7 +242,8 @@ class IPAllocProvisioner(BaseExtension):
         held = self._holders.in_namespace(instance, namespace) + in_flight - own
         if held < limit:
             return ""
-        return f"namespace {namespace} holds {held} addresses, the limit of {LIMIT_KEY} ({limit})"
+        addresses = "1 address" if held == 1 else f"{held} addresses"
+        return f"namespace {namespace} holds {addresses}, the limit of {LIMIT_KEY} ({limit})"
 
     # -- giving -------------------------------------------------------------------
     async def _allocate(self, message: Message) -> Message:
