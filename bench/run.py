@@ -66,6 +66,9 @@ from tests.chaos.harness import (
 RESULTS = ROOT / "bench" / "results"
 NAMESPACE = "bench"
 IDLE_NAMESPACE = "bench-idle"
+# BENCH_IDLE (10,000) Services live in one namespace: far over the default
+# ipam.ipalloc.maxAddressesPerNamespace (256), which is a guard for shared sites.
+NO_LIMIT = 0
 
 
 def env_int(name: str, default: int) -> int:
@@ -226,7 +229,8 @@ class Bench:
         self.f5.start()
         port = self.listen_port = free_port()
         config = write_config(self.state / "config.yml", consul_url=self.consul.url, f5=self.f5,
-                              namespaces=(NAMESPACE, IDLE_NAMESPACE), listen_port=port)
+                              namespaces=(NAMESPACE, IDLE_NAMESPACE), listen_port=port,
+                              max_addresses_per_namespace=NO_LIMIT)
         self.controller = Controller(config, self.plane.kubeconfig("interlook-controller"),
                                      self.state / "controller.log", port)
 
@@ -411,7 +415,8 @@ class Bench:
         await proxy.start()
         try:
             config = write_config(self.state / "config-restart.yml", consul_url=proxy.url, f5=self.f5,
-                                  namespaces=(NAMESPACE, IDLE_NAMESPACE), listen_port=self.listen_port)
+                                  namespaces=(NAMESPACE, IDLE_NAMESPACE), listen_port=self.listen_port,
+                                  max_addresses_per_namespace=NO_LIMIT)
             runs = {}
             for mode, changed in (("sigterm", 0), ("sigkill", 0), ("sigkill_changed", self.restart_changed)):
                 runs[mode] = await self.one_restart(kube, nodes, proxy, config, mode, changed)

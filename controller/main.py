@@ -200,7 +200,7 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     if ipalloc is not None:
         from extensions.provisioners.ipalloc.kube_store import KubeStore
         from extensions.provisioners.ipalloc.provisioner import STORE_SERVICE
-        services[STORE_SERVICE] = KubeStore(kube, pool=str(ipalloc.network))
+        services[STORE_SERVICE] = KubeStore(kube)
     app = build_app(config, services=services)
     provider = app.extensions.get("provider.kubernetes")
     if not isinstance(provider, KubernetesProvider):

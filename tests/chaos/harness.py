@@ -405,7 +405,8 @@ class F5Process:
 
 def write_config(path: Path, *, consul_url: str, f5: F5Process, namespaces: tuple[str, ...] = (),
                  listen_port: int = 0, pool: str = "10.200.0.0/16", log_level: str = "INFO",
-                 extra_core: dict[str, str] | None = None, consul_reconcile: str = "60s") -> Path:
+                 extra_core: dict[str, str] | None = None, consul_reconcile: str = "60s",
+                 max_addresses_per_namespace: int | None = None) -> Path:
     core = {
         "logLevel": log_level,
         "listenPort": str(listen_port),
@@ -417,7 +418,8 @@ def write_config(path: Path, *, consul_url: str, f5: F5Process, namespaces: tupl
     config = {
         "core": core,
         "provider": {"kubernetes": {"namespaces": list(namespaces), "annotationPrefix": PREFIX}},
-        "ipam": {"ipalloc": {"network_cidr": pool}},
+        "ipam": {"ipalloc": {"network_cidr": pool, **({} if max_addresses_per_namespace is None else
+                                                        {"maxAddressesPerNamespace": max_addresses_per_namespace})}},
         "dns": {"consul": {"url": consul_url, "reconcileInterval": consul_reconcile}},
         "lb": {"f5ltm": {"httpEndpoint": f5.url, "username": "admin", "password": "admin", "caFile": f5.ca}},
     }

@@ -100,7 +100,7 @@ async def test_an_address_is_never_given_twice_across_stores(admin: Any) -> None
 
 
 async def test_a_legacy_allocation_is_remarked_once_and_never_handed_over(admin: Any) -> None:
-    store = KubeStore(KubeApi.from_api_client(admin), pool="192.0.2.0/24")
+    store = KubeStore(KubeApi.from_api_client(admin), )
     ip, legacy, ours = "192.0.2.120", Mark("", "shop/web"), Mark("il-new", "shop/web")
     assert await store.claim(ip, legacy) == legacy  # as the version before instance ids wrote it
     try:

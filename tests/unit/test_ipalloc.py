@@ -99,14 +99,14 @@ class SlowSharedStore(MemoryStore):
         self.in_flight = 0
         self.most_in_flight = 0
 
-    async def claim(self, ip: str, owner: str) -> str:
+    async def claim(self, ip: str, owner: str, pool: str = "") -> str:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
             await asyncio.sleep(0.01)
             if ip in self.elsewhere:
                 return self.elsewhere[ip]
-            return await super().claim(ip, owner)
+            return await super().claim(ip, owner, pool)
         finally:
             self.in_flight -= 1
 

@@ -8,7 +8,8 @@ No volume, no lock, no leader needed for correctness.
 
 Each object carries its holder's marks (extensions/kit/ownership.py):
 ``spec.owner`` (the entry), ``spec.instance`` and the label
-``interlook.io/instance`` (the Interlook that made it), and ``spec.pool``.
+``interlook.io/instance`` (the Interlook that made it), and ``spec.pool`` (the
+name of the pool it was taken from, shown by ``kubectl get ipallocations``).
 Objects written before instance ids have no instance: they are adopted only
 for their own entry (``remark``).
 
@@ -41,14 +42,15 @@ def object_name(ip: str) -> str:
 class KubeStore:
     """The ``AllocationStore`` of provisioner.ipalloc, backed by the API server."""
 
-    def __init__(self, api: KubeApi, pool: str = ""):
+    def __init__(self, api: KubeApi):
         self.api = api
-        self.pool = pool
 
     # -- AllocationStore ---------------------------------------------------
     async def load(self) -> dict[str, Holder]:
         # Every pool's and every instance's: an address another instance
-        # holds is not free for us either (one object per address).
+        # holds is not free for us either (one object per address).  Which
+        # of them are ours to sweep the provisioner decides (instance mark
+        # and its own pools' ranges).
         listing = await self.api.get(COLLECTION)
         out: dict[str, Holder] = {}
         for item in listing.get("items") or []:
@@ -57,13 +59,13 @@ class KubeStore:
                 out[str(item["spec"]["ip"])] = holder
         return out
 
-    async def claim(self, ip: str, holder: Holder) -> Holder:
+    async def claim(self, ip: str, holder: Holder, pool: str = "") -> Holder:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "IPAllocation",
             "metadata": {"name": object_name(ip), "labels": {MANAGED_BY: "interlook", INSTANCE_LABEL: holder.instance}},
             "spec": {"ip": ip, "owner": holder.entry, "instance": holder.instance,
-                     **({"pool": self.pool} if self.pool else {})},
+                     **({"pool": pool} if pool else {})},
         }
         for _ in range(5):
             try:
@@ -93,14 +95,14 @@ class KubeStore:
             if exc.status not in (404, 409):
                 raise
 
-    async def remark(self, ip: str, old: Holder, new: Holder) -> bool:
+    async def remark(self, ip: str, old: Holder, new: Holder, pool: str = "") -> bool:
         current = await self._read(ip)
         if current is None or holder_of(current) != old:
             return False
         # A merge patch carrying the resourceVersion we read: refused (409) if anyone changed it since.
         patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"],
                               "labels": {INSTANCE_LABEL: new.instance}},
-                 "spec": {"owner": new.entry, "instance": new.instance, **({"pool": self.pool} if self.pool else {})}}
+                 "spec": {"owner": new.entry, "instance": new.instance, **({"pool": pool} if pool else {})}}
         try:
             await self.api.patch(self._path(ip), patch)
         except KubeApiError as exc:

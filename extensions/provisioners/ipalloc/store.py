@@ -7,6 +7,12 @@ written before instance ids, is now this instance's" (``remark``).  A holder
 is the pair of ownership marks (extensions/kit/ownership.py): the instance
 that made the allocation and the entry it is for.  The cluster-backed store
 (kube_store.py) lets the API server enforce uniqueness.
+
+Each allocation also records the pool it was taken from, for the people
+reading it (``kubectl get ipallocations``).  Which pool an address belongs
+to is decided by the configured ranges (pools never overlap), never by that
+record: it may name a pool that was renamed since, or a network CIDR (what
+versions before named pools wrote).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -21,7 +28,6 @@ from extensions.kit.files import write_atomic
 from extensions.kit.ownership import Mark
 
 Holder = Mark
-ChangeFn = Callable[[dict[str, Holder]], tuple[Holder | None, bool]]
 
 
 class AllocationStore(Protocol):
@@ -29,51 +35,69 @@ class AllocationStore(Protocol):
         """Every allocation the store holds: address -> holder (every pool, every instance)."""
         ...
 
-    async def claim(self, ip: str, holder: Holder) -> Holder:
-        """Give ``ip`` to ``holder`` if free; return who holds it afterwards."""
+    async def claim(self, ip: str, holder: Holder, pool: str = "") -> Holder:
+        """Give ``ip`` to ``holder`` if free, recording the ``pool`` it is from; return who holds it afterwards."""
         ...
 
     async def release(self, ip: str, holder: Holder) -> None:
         """Free ``ip`` if ``holder`` holds it; anything else is left alone."""
         ...
 
-    async def remark(self, ip: str, old: Holder, new: Holder) -> bool:
-        """Re-mark ``ip`` from ``old`` to ``new`` if ``old`` still holds it; True when done."""
+    async def remark(self, ip: str, old: Holder, new: Holder, pool: str = "") -> bool:
+        """Re-mark ``ip`` from ``old`` to ``new`` (and its pool) if ``old`` still holds it; True when done."""
         ...
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self.allocations: dict[str, Holder] = {}
+        self.pools: dict[str, str] = {}  # ip -> the pool recorded with it
         self.writes = 0
 
     async def load(self) -> dict[str, Holder]:
         return dict(self.allocations)
 
-    async def claim(self, ip: str, holder: Holder) -> Holder:
+    async def claim(self, ip: str, holder: Holder, pool: str = "") -> Holder:
         found = self.allocations.setdefault(ip, holder)
         if found == holder:
+            self.pools[ip] = pool
             self.writes += 1
         return found
 
     async def release(self, ip: str, holder: Holder) -> None:
         if self.allocations.get(ip) == holder:
             del self.allocations[ip]
+            self.pools.pop(ip, None)
             self.writes += 1
 
-    async def remark(self, ip: str, old: Holder, new: Holder) -> bool:
+    async def remark(self, ip: str, old: Holder, new: Holder, pool: str = "") -> bool:
         if self.allocations.get(ip) != old:
             return False
         self.allocations[ip] = new
+        self.pools[ip] = pool or self.pools.get(ip, "")
         self.writes += 1
         return True
 
 
+@dataclass(frozen=True)
+class Record:
+    """One allocation as the file keeps it."""
+
+    holder: Holder
+    pool: str = ""  # "" in files written before pools were recorded
+
+
+Records = dict[str, Record]
+ChangeFn = Callable[[Records], tuple[Holder | None, bool]]
+
+
 class FileStore:
-    """JSON records ``[{"ip": ..., "host": entry, "instance": id}]`` (the Go program's db_file shape, plus our mark).
+    """JSON records ``[{"ip", "host": entry, "instance": id, "pool": name}]``: the Go db_file shape, plus ours.
 
     A record without ``instance`` was written by the Go program or by a
-    version before instance ids: it is adopted only for its own entry.
+    version before instance ids: it is adopted only for its own entry.  A
+    record without ``pool`` (written before pools) is read as it is; the
+    address alone says which configured pool it is in.
 
     Every change is written atomically under an exclusive lock on a side
     file, so two processes sharing the file never hand out one address twice.
@@ -83,68 +107,71 @@ class FileStore:
         self.path = Path(path)
         self._lock = asyncio.Lock()
 
-    def _read(self) -> dict[str, Holder]:
+    def _read(self) -> Records:
         try:
             raw = json.loads(self.path.read_text() or "[]")
         except FileNotFoundError:
             return {}
         if isinstance(raw, dict):  # {"ip": "owner"} written by hand
-            return {str(k): Holder("", str(v)) for k, v in raw.items()}
-        return {str(r["ip"]): Holder(str(r.get("instance", "")), str(r.get("host", "")))
+            return {str(k): Record(Holder("", str(v))) for k, v in raw.items()}
+        return {str(r["ip"]): Record(Holder(str(r.get("instance", "")), str(r.get("host", ""))), str(r.get("pool", "")))
                 for r in raw if isinstance(r, dict) and "ip" in r}
 
-    def _write(self, allocations: dict[str, Holder]) -> None:
-        records = [{"ip": ip, "host": h.entry, **({"instance": h.instance} if h.instance else {})}
-                   for ip, h in sorted(allocations.items())]
-        write_atomic(self.path, json.dumps(records, indent=1).encode())
+    def _write(self, records: Records) -> None:
+        rows = [{"ip": ip, "host": r.holder.entry, **({"instance": r.holder.instance} if r.holder.instance else {}),
+                 **({"pool": r.pool} if r.pool else {})}
+                for ip, r in sorted(records.items())]
+        write_atomic(self.path, json.dumps(rows, indent=1).encode())
 
     def _locked(self, change: ChangeFn) -> Holder | None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(f"{self.path}.lock", "a+") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
-                allocations = self._read()
-                result, changed = change(allocations)
+                records = self._read()
+                result, changed = change(records)
                 if changed:
-                    self._write(allocations)
+                    self._write(records)
                 return result
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
-    async def load(self) -> dict[str, Holder]:
-        return await asyncio.to_thread(self._read)
+    async def _change(self, change: ChangeFn) -> Holder | None:
+        async with self._lock:
+            return await asyncio.to_thread(self._locked, change)
 
-    async def claim(self, ip: str, holder: Holder) -> Holder:
-        def change(allocations: dict[str, Holder]) -> tuple[Holder | None, bool]:
-            found = allocations.get(ip)
+    async def load(self) -> dict[str, Holder]:
+        records = await asyncio.to_thread(self._read)
+        return {ip: r.holder for ip, r in records.items()}
+
+    async def claim(self, ip: str, holder: Holder, pool: str = "") -> Holder:
+        def change(records: Records) -> tuple[Holder | None, bool]:
+            found = records.get(ip)
             if found is not None:
-                return found, False
-            allocations[ip] = holder
+                return found.holder, False
+            records[ip] = Record(holder, pool)
             return holder, True
 
-        async with self._lock:
-            result = await asyncio.to_thread(self._locked, change)
+        result = await self._change(change)
         assert result is not None
         return result
 
     async def release(self, ip: str, holder: Holder) -> None:
-        def change(allocations: dict[str, Holder]) -> tuple[Holder | None, bool]:
-            if allocations.get(ip) != holder:
+        def change(records: Records) -> tuple[Holder | None, bool]:
+            found = records.get(ip)
+            if found is None or found.holder != holder:
                 return None, False
-            del allocations[ip]
+            del records[ip]
             return None, True
 
-        async with self._lock:
-            await asyncio.to_thread(self._locked, change)
+        await self._change(change)
 
-    async def remark(self, ip: str, old: Holder, new: Holder) -> bool:
-        def change(allocations: dict[str, Holder]) -> tuple[Holder | None, bool]:
-            if allocations.get(ip) != old:
+    async def remark(self, ip: str, old: Holder, new: Holder, pool: str = "") -> bool:
+        def change(records: Records) -> tuple[Holder | None, bool]:
+            found = records.get(ip)
+            if found is None or found.holder != old:
                 return None, False
-            allocations[ip] = new
+            records[ip] = Record(new, pool or found.pool)
             return new, True
 
-        async with self._lock:
-            return await asyncio.to_thread(self._locked, change) is not None
-
-
+        return await self._change(change) is not None
