@@ -107,6 +107,22 @@ def other_namespace(core_api: Any) -> Iterator[str]:
     release_test_allocations(core_api.api_client, name)
 
 
+@pytest.fixture()
+def make_namespace(core_api: Any) -> Iterator[Callable[..., str]]:
+    """Namespaces with the labels a test gives (pools and name rules select on them)."""
+    made: list[str] = []
+
+    def make(labels: dict[str, str] | None = None) -> str:
+        name = f"t-{uuid.uuid4().hex[:8]}"
+        core_api.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        release_test_allocations(core_api.api_client, name)
+
+
 def release_test_allocations(api_client: Any, namespace: str) -> None:
     """Free the addresses this test's Services still hold (a test may end with its controller stopped).
 

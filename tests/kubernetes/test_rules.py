@@ -6,32 +6,16 @@ for it: no IPAllocation (the first step of the workflow), no entry past `undeplo
 
 from __future__ import annotations
 
-import uuid
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
-from tests.kubernetes.conftest import Cluster, release_test_allocations, wait_for
+from tests.kubernetes.conftest import Cluster, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.kubernetes]
 
 HOSTS = "interlook.io/hosts"
 PORT = "interlook.io/port"
-
-
-@pytest.fixture()
-def make_namespace(core_api: Any) -> Iterator[Callable[..., str]]:
-    made: list[str] = []
-
-    def make(labels: dict[str, str] | None = None) -> str:
-        name = f"t-{uuid.uuid4().hex[:8]}"
-        core_api.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        release_test_allocations(core_api.api_client, name)
 
 
 def rules(namespace_a: str, max_hosts: int = 20) -> dict[str, Any]:
