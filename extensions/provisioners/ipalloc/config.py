@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from controller.config import Section
 from controller.messages import Service
@@ -149,17 +149,12 @@ _PLACEHOLDER = ipaddress.ip_network("192.0.2.0/30")
 
 
 def _read_pools(section: Section) -> tuple[PoolConfig, ...]:
-    raw = _raw(section, "pools")
-    if not isinstance(raw, list) or not raw:
+    reported = len(section.report.errors)
+    items = section.items("pools")
+    if not items and len(section.report.errors) == reported:  # an empty list: items() says nothing of it
         section.error("pools", "must be a non-empty list of pools (name, network_cidr, ...)")
-        return ()
     pools: list[PoolConfig] = []
-    for index, item in enumerate(raw):
-        path = section.key_path(f"pools[{index}]")
-        if not isinstance(item, Mapping):
-            section.report.error(path, f"must be a mapping, got {type(item).__name__}")
-            continue
-        sub = Section(item, path, section.report, section.base_dir)
+    for sub in items:
         pool = _read_pool(sub, "", name_required=True)
         if any(p.name == pool.name for p in pools) and pool.name:
             sub.error("name", f"pool {pool.name} is defined twice")
@@ -178,8 +173,8 @@ def _read_pool(section: Section, name: str, *, name_required: bool) -> PoolConfi
     return PoolConfig(
         name=name, network=network, first=first, last=last,
         namespaces=tuple(section.str_list("namespaces")) if name_required else (),
-        namespace_selector=_selector(section, "namespaceSelector") if name_required else LabelSelector(),
-        service_selector=_selector(section, "serviceSelector") if name_required else LabelSelector(),
+        namespace_selector=section.selector("namespaceSelector") if name_required else LabelSelector(),
+        service_selector=section.selector("serviceSelector") if name_required else LabelSelector(),
         priority=_priority(section) if name_required else None,
     )
 
@@ -222,21 +217,6 @@ def _limit(section: Section) -> int:
         section.error("maxAddressesPerNamespace", f"must be 0 (no limit) or a positive number, got {value}")
         return DEFAULT_MAX_PER_NAMESPACE
     return value
-
-
-def _selector(section: Section, key: str) -> LabelSelector:
-    raw = _raw(section, key)
-    try:
-        return LabelSelector.parse(raw)
-    except ValueError as exc:
-        section.error(key, f"not a valid label selector: {exc}")
-        return LabelSelector()
-
-
-def _raw(section: Section, key: str) -> Any:
-    """A key's value in whatever shape it has (a list, a mapping), recorded as known."""
-    value = section._raw(key)
-    return None if not section.has(key) else value
 
 
 def _check_overlaps(pools: Sequence[PoolConfig], section: Section) -> None:
