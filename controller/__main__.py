@@ -22,10 +22,16 @@ def _describe(config: Config) -> str:
     from controller.instance import Identity
     from extensions import KNOWN_EXTENSIONS
 
-    lines = [f"instance: {Identity(configured=config.core.instance_id).describe()}", "workflow:"]
+    lines = [f"instance: {Identity(configured=config.core.instance_id).describe()}", "rules:"]
+    lines += [f"  {line}" for line in config.core.rules.describe()]
+    lines.append("workflow:")
     for index, step in enumerate(config.core.workflow_steps, 1):
         spec = KNOWN_EXTENSIONS[step]
         lines.append(f"  {index}. {step} ({spec.kind}, config section {spec.section})")
+        # An extension whose settings decide who gets what (pools) shows them.
+        describe = getattr(config.extensions.get(step), "describe", None)
+        if callable(describe):
+            lines += [f"       {line}" for line in describe()]
     return "\n".join(lines)
 
 

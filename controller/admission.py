@@ -80,6 +80,19 @@ class Rules:
     max_hosts_per_service: int = DEFAULT_MAX_HOSTS  # 0: no limit
     names: tuple[NameRule, ...] = ()
 
+    def describe(self) -> list[str]:
+        """What check-config shows of the rules: who may publish which names, and the limit."""
+        limit = self.max_hosts_per_service or "no limit"
+        lines = [f"host names per Service: {limit}"]
+        if not self.names:
+            return lines + ["names: any name nobody holds (no core.rules.names)"]
+        for rule in self.names:
+            who = [f"namespaces {', '.join(rule.namespaces)}"] if rule.namespaces else []
+            who += [f"namespaces selected by {rule.namespace_selector}"] if not rule.namespace_selector.empty else []
+            lines.append(f"names: {' or '.join(who) or 'every Service'} may publish "
+                         f"{', '.join(str(d) for d in rule.domains)}")
+        return lines
+
     def check(self, service: Service) -> str:
         """Why ``service`` may not be published as it is; "" when it may."""
         return self._over_limit(service) or self._refused_names(service)

@@ -155,6 +155,40 @@ def test_check_config_reports_bad_rules_with_their_key_paths_and_exits_2(tmp_pat
         read_config(str(path))
 
 
+def test_check_config_shows_the_rules_and_the_pools_a_valid_config_sets(tmp_path: Path):
+    path = tmp_path / "config.yml"
+    path.write_text(textwrap.dedent("""
+        core:
+          workflowSteps: provider.kubernetes,provisioner.ipalloc
+          rules:
+            maxHostsPerService: 5
+            names:
+              - {namespaces: [team-a], domains: [a.example.com]}
+              - {namespaceSelector: {matchLabels: {team: b}}, domains: ["*.b.example.com"]}
+        ipam:
+          ipalloc:
+            maxAddressesPerNamespace: 0
+            pools:
+              - {name: v6, network_cidr: "2001:db8::/120", serviceSelector: "tier in (web,api)"}
+              - {name: a, network_cidr: 10.1.0.0/29, namespaces: [team-a], priority: 1}
+    """))
+    result = subprocess.run([sys.executable, "-m", "controller", "check-config", str(path)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout.splitlines()
+    assert shown[2:6] == [
+        "rules:",
+        "  host names per Service: 5",
+        "  names: namespaces team-a may publish a.example.com",
+        "  names: namespaces selected by team=b may publish *.b.example.com",
+    ]
+    assert shown[-3:] == [  # in the order they are tried: priority first
+        "       pool a: 10.1.0.1-10.1.0.6, priority 1; admits namespaces team-a",
+        "       pool v6: 2001:db8::1-2001:db8::ff; admits serviceSelector tier in (web,api)",
+        "       addresses per namespace: no limit",
+    ]
+
+
 # ---------------------------------------------------------------- the core's gate
 
 

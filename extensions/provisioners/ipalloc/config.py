@@ -110,6 +110,18 @@ class IPAllocConfig:
         return cls(pools=ordered(pools), db_file=db_file, reconcile_interval=reconcile,
                    max_addresses_per_namespace=limit)
 
+    def describe(self) -> list[str]:
+        """What check-config shows: each pool in the order it is tried, who it admits, and the limit."""
+        lines = []
+        for pool in self.pools:
+            who = [f"namespaces {', '.join(pool.namespaces)}"] if pool.namespaces else []
+            who += [f"namespaceSelector {pool.namespace_selector}"] if not pool.namespace_selector.empty else []
+            who += [f"serviceSelector {pool.service_selector}"] if not pool.service_selector.empty else []
+            priority = "" if pool.priority is None else f", priority {pool.priority}"
+            lines.append(f"pool {pool.name}: {pool.range}{priority}; admits {' and '.join(who) or 'every Service'}")
+        limit = self.max_addresses_per_namespace or "no limit"
+        return lines + [f"addresses per namespace: {limit}"]
+
     def pool_named(self, name: str) -> PoolConfig | None:
         return next((p for p in self.pools if p.name == name), None)
 
