@@ -17,6 +17,7 @@ from controller.messages import Message
 from controller.status import EntryStatus
 from extensions.providers.swarm import SwarmConfig, SwarmProvider
 from extensions.provisioners.ipalloc import IPAllocConfig, IPAllocProvisioner
+from extensions.provisioners.ipalloc.config import LEGACY_POOL, PoolConfig
 
 POOL = ipaddress.ip_network("203.0.113.0/28")
 # Long enough that a test passing proves detection came from the events stream.
@@ -113,7 +114,7 @@ async def running_core(config: SwarmConfig) -> AsyncIterator[CoreRun]:
         return holder["core"].live_services() if "core" in holder else {}
 
     provider = SwarmProvider(config, ExtensionContext(name="provider.swarm", entries=live))
-    ipalloc = IPAllocProvisioner(IPAllocConfig(network=POOL, first=POOL[1], last=POOL[-2]),
+    ipalloc = IPAllocProvisioner(IPAllocConfig(pools=(PoolConfig(LEGACY_POOL, POOL, POOL[1], POOL[-2]),)),
                                  ExtensionContext(name="provisioner.ipalloc", entries=live))
     core_config = CoreConfig(workflow_steps=("provider.swarm", "provisioner.ipalloc"),
                              housekeeper_interval=0.5, activity_interval=0.5,
