@@ -430,8 +430,11 @@ class Core:
             return
         entry.work_in_progress = False
         entry.wip_time = 0.0
-        entry.error = ""
-        entry.error_step = ""
+        if not self.refused(entry):
+            # A refusal that came while this round was in flight is about the
+            # newest input: the round's success does not answer it.
+            entry.error = ""
+            entry.error_step = ""
         entry.attempts = 0
         entry.retry_brought_forward = False
         entry.info = message.info or entry.info
@@ -484,6 +487,11 @@ class Core:
         entry.wip_time = 0.0
         entry.close_time = self.clock()
         log.info("%s is %s", entry.name, entry.state)
+        if entry.state == UNDEPLOYED and self.refused(entry):
+            # Walked back, but the provider has since asked for it (refused):
+            # it is wanted, as _refuse makes a closed entry, not one to clean up.
+            entry.expected_state = DEPLOYED
+            entry.close_time = 0.0
         self._changed(entry)
 
     def _send(self, entry: Entry) -> None:

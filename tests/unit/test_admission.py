@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -234,3 +235,35 @@ async def test_a_refused_edit_keeps_what_the_valid_version_published(gated):
     assert core.entries["team-a/web"].state == DEPLOYED
     assert core.entries["team-a/web"].service.dns_names == ("www.a.example.com",)
     assert len(pool.received) == 1
+
+
+async def test_a_refusal_that_arrives_while_the_service_is_walked_back_is_still_shown_after(gated):
+    # The Service is first seen without ready endpoints (a delete walks every step back), and its
+    # endpoints come while that round is in flight: the refusal must outlast the round's success.
+    core, provider, pool = gated
+    pool.gate = asyncio.Event()
+    await provider.withdraw("team-a/web")
+    await eventually(lambda: len(pool.received) == 1)
+    await provider.publish(service("team-a/web", "www.b.example.com"))
+    await eventually(lambda: core.entries["team-a/web"].error_step == RULES_STEP)
+    pool.gate.set()
+    await eventually(lambda: not core.entries["team-a/web"].work_in_progress)
+    entry = core.entries["team-a/web"]
+    assert (entry.state, entry.expected_state, entry.error_step) == ("undeployed", DEPLOYED, RULES_STEP)
+    assert "www.b.example.com" in entry.error
+    core.housekeep()
+    assert [m.action.value for m in pool.received] == ["delete"]
+
+
+async def test_a_refused_edit_during_a_deploy_round_is_shown_once_the_round_ends(gated):
+    core, provider, pool = gated
+    pool.gate = asyncio.Event()
+    await provider.publish(service("team-a/web", "www.a.example.com"))
+    await eventually(lambda: len(pool.received) == 1)
+    await provider.publish(service("team-a/web", "www.b.example.com"))
+    await eventually(lambda: core.entries["team-a/web"].error_step == RULES_STEP)
+    pool.gate.set()
+    await eventually(lambda: core.entries["team-a/web"].state == DEPLOYED)
+    entry = core.entries["team-a/web"]
+    assert entry.error_step == RULES_STEP and "www.b.example.com" in entry.error
+    assert entry.service.dns_names == ("www.a.example.com",)  # what was published is the valid version's
