@@ -1,13 +1,16 @@
 """What the Consul tests share: building the provisioner and messages, reading Consul directly.
 
-Reads go straight to Consul's HTTP API (not through the provisioner's client)
-so that a test sees what any other Consul user would see.
+Reads and foreign records go through py-consul, not the provisioner's own
+client, so that a test sees what any other Consul user would see and a bug
+in our client cannot hide itself.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
+import consul
 import requests
 
 from controller.extension import ExtensionContext
@@ -35,29 +38,34 @@ def message(action: Action, svc: Service) -> Message:
     return Message(action=action, service=svc, destination="provisioner.consul", extra={"generation": "1"})
 
 
+def client(url: str, token: str = "") -> consul.Consul:
+    """py-consul, the maintained Python client: an independent reader of what Interlook wrote."""
+    parts = urlsplit(url)
+    return consul.Consul(host=parts.hostname, port=parts.port, scheme=parts.scheme, token=token or None)
+
+
 def catalog_node(url: str, name: str, token: str = "") -> dict[str, Any] | None:
-    response = requests.get(f"{url}/v1/catalog/node/{name}", headers=_headers(token), timeout=10)
-    if response.status_code == 404:
-        return None
-    response.raise_for_status()
-    return response.json()
+    _, node = client(url, token).catalog.node(name)
+    return dict(node) if node else None
 
 
 def health_checks(url: str, name: str) -> list[dict[str, Any]]:
-    response = requests.get(f"{url}/v1/health/node/{name}", timeout=10)
-    response.raise_for_status()
-    return list(response.json())
+    _, checks = client(url).health.node(name)
+    return list(checks)
 
 
 def owned_nodes(url: str, owner: str) -> list[str]:
-    response = requests.get(f"{url}/v1/catalog/nodes", params={"node-meta": f"interlook-owner:{owner}"}, timeout=10)
-    response.raise_for_status()
-    return sorted(n["Node"] for n in response.json())
+    _, nodes = client(url).catalog.nodes(node_meta={"interlook-owner": owner})
+    return sorted(n["Node"] for n in nodes)
 
 
 def register_foreign(url: str, node: str, address: str, service_name: str | None = None,
                      meta: Mapping[str, str] | None = None) -> None:
-    """A record somebody else wrote (no Interlook mark unless ``meta`` says so)."""
+    """A record somebody else wrote (no Interlook mark unless ``meta`` says so).
+
+    Plain HTTP: py-consul's ``catalog.register`` sends ``node_meta`` as a query
+    filter, never as the node's Meta, and these records need their marks.
+    """
     body: dict[str, Any] = {"Node": node, "Address": address, "NodeMeta": dict(meta or {"external-node": "true"})}
     if service_name:
         body["Service"] = {"ID": service_name, "Service": service_name, "Port": 8080}
@@ -65,17 +73,12 @@ def register_foreign(url: str, node: str, address: str, service_name: str | None
 
 
 def deregister(url: str, node: str) -> None:
-    requests.put(f"{url}/v1/catalog/deregister", json={"Node": node}, timeout=10).raise_for_status()
+    assert client(url).catalog.deregister(node)
 
 
 def remove_test_records(url: str, marker: str) -> None:
     """Deregister the Interlook records whose name carries ``marker``: a shared agent stays clean."""
-    response = requests.get(f"{url}/v1/catalog/nodes", params={"node-meta": "interlook-managed:true"}, timeout=10)
-    response.raise_for_status()
-    for node in response.json():
+    _, nodes = client(url).catalog.nodes(node_meta={"interlook-managed": "true"})
+    for node in nodes:
         if marker in node["Node"]:
             deregister(url, node["Node"])
-
-
-def _headers(token: str) -> dict[str, str]:
-    return {"X-Consul-Token": token} if token else {}
