@@ -430,6 +430,63 @@ def _notify_toggle_waiters_only_on_flips() -> None:
 _notify_toggle_waiters_only_on_flips()
 
 
+# Kinds this layer watches without daemons or timers (the peering object has one: not here).
+KINDS_WITHOUT_DAEMONS = frozenset({"Service", "EndpointSlice", "Node", "Namespace"})
+
+
+def _share_one_empty_daemons_memory() -> None:
+    """kopf's per-object memory without a daemons' record for objects that never have daemons.
+
+    kopf remembers every object it watches (10,000 Services and as many
+    EndpointSlices at the bench's size), each with a record of its daemons
+    and timers (about 420 bytes: a set, a dict, the last body) that only an
+    object with daemons or timers ever writes.  Ours have none: they all
+    share one empty record, made read-only so that a daemon or timer added
+    to these kinds later fails loudly instead of sharing state.  Only
+    applied when kopf's memories have the shape this relies on.
+    """
+    from types import MappingProxyType
+
+    from kopf._core.engines import daemons
+    from kopf._core.reactor import inventory
+
+    memories = inventory.ResourceMemories
+    if getattr(memories, "_interlook_patched", False):
+        return
+    fields = {f.name for f in dataclasses.fields(daemons.DaemonsMemory)} if dataclasses.is_dataclass(
+        daemons.DaemonsMemory) else set()
+    if not (fields == {"live_fresh_body", "idle_reset_time", "forever_stopped", "running_daemons"}
+            and "daemons_memory" in {f.name for f in dataclasses.fields(inventory.ResourceMemory)}
+            and asyncio.iscoroutinefunction(getattr(memories, "recall", None))):
+        return
+
+    class NoDaemons(daemons.DaemonsMemory):
+        def __setattr__(self, name: str, value: Any) -> None:
+            if getattr(self, "_frozen", False):
+                raise AttributeError(f"kopf daemons or timers on {sorted(KINDS_WITHOUT_DAEMONS)}: "
+                                     "see _share_one_empty_daemons_memory in controller/main.py")
+            super().__setattr__(name, value)
+
+    shared = NoDaemons(live_fresh_body=None, idle_reset_time=0.0, forever_stopped=frozenset(),  # type: ignore[arg-type]
+                       running_daemons=MappingProxyType({}))  # type: ignore[arg-type]
+    shared._frozen = True  # type: ignore[attr-defined]
+    recall = memories.recall
+
+    async def recall_sharing(self: Any, raw_body: Any, *args: Any, **kwargs: Any) -> Any:
+        memory = await recall(self, raw_body, *args, **kwargs)
+        own = memory.daemons_memory
+        if own is not shared and raw_body.get("kind") in KINDS_WITHOUT_DAEMONS \
+                and own.live_fresh_body is None and not own.running_daemons and not own.forever_stopped:
+            memory.daemons_memory = shared
+        return memory
+
+    memories.recall = recall_sharing  # type: ignore[method-assign]
+    memories._interlook_patched = True  # type: ignore[attr-defined]  # noqa: SLF001
+
+
+_share_one_empty_daemons_memory()
+
+
 # ---------------------------------------------------------------- indexes
 
 
