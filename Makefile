@@ -59,4 +59,4 @@ chaos: deps
 	bash scripts/test.sh -m chaos
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-runtime .pytest_cache

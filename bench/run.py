@@ -69,6 +69,10 @@ IDLE_NAMESPACE = "bench-idle"
 # BENCH_IDLE (10,000) Services live in one namespace: far over the default
 # ipam.ipalloc.maxAddressesPerNamespace (256), which is a guard for shared sites.
 NO_LIMIT = 0
+# The controller runs as users run it: with the image's package set (scripts/bench.sh makes
+# .venv-runtime with `pip install -c constraints.txt -e .`: no test or bench packages, no
+# official Kubernetes client), while the driver uses the suite's .venv.
+CONTROLLER_VENV = Path(os.environ.get("BENCH_CONTROLLER_VENV") or ROOT / ".venv")
 
 
 def env_int(name: str, default: int) -> int:
@@ -232,7 +236,7 @@ class Bench:
                               namespaces=(NAMESPACE, IDLE_NAMESPACE), listen_port=port,
                               max_addresses_per_namespace=NO_LIMIT)
         self.controller = Controller(config, self.plane.kubeconfig("interlook-controller"),
-                                     self.state / "controller.log", port)
+                                     self.state / "controller.log", port, venv=CONTROLLER_VENV)
 
     def stop_components(self) -> None:
         if self.controller is not None:
@@ -442,7 +446,7 @@ class Bench:
         changes = await self.change_while_down(kube, nodes, changed)
         f5_before = await asyncio.to_thread(self.f5.stats)
         proxy.reset()
-        new = Controller(config, old.kubeconfig, old.log_file, old.listen_port)
+        new = Controller(config, old.kubeconfig, old.log_file, old.listen_port, venv=old.venv)
         self.controller = new
         started = time.monotonic()
         await asyncio.to_thread(new.start)
@@ -673,7 +677,10 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpus": os.cpu_count(), "memory_gb": round(memory_gb, 1), "python": platform.python_version(),
-            "kernel": platform.release(), "machine": platform.machine()}
+            "kernel": platform.release(), "machine": platform.machine(),
+            # What the measured process carried: the image's package set has no official client.
+            "controller_venv": CONTROLLER_VENV.name,
+            "controller_has_kubernetes_client": any(CONTROLLER_VENV.glob("lib/python*/site-packages/kubernetes"))}
 
 
 def main() -> int:

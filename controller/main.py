@@ -34,7 +34,7 @@ from controller.app import App, build_app, read_config, setup_logging
 from controller.extension import ExtensionStartError
 from controller.selectors import labels_of
 from controller.status import EntryStatus
-from extensions.kube_api import KubeApi, KubeApiError
+from extensions.kube_api import Credentials, KubeApi, KubeApiError
 from extensions.providers.kubernetes.contract import (
     Scope,
     node_internal_ip,
@@ -88,6 +88,7 @@ class Operator:
     active: bool = False    # handlers act only while this is set
     wanted: bool = False    # what kopf's peering last asked for
     switching: asyncio.Lock | None = None
+    kube: KubeApi | None = None   # our own requests (write-back, IP store), with kopf's credentials
 
     async def activate(self) -> None:
         assert self.app is not None and self.lifecycle is not None and self.switching is not None
@@ -124,16 +125,97 @@ class Operator:
 OPERATOR = Operator()
 
 
-def _api_client() -> Any:
-    """The official client's settings (in-cluster, else KUBECONFIG), for our own requests to use."""
-    from kubernetes import client, config
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
-            "/var/run/secrets/kubernetes.io/serviceaccount/token"):
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration)
-    return config.new_client_from_config()
+
+def _login(settings: kopf.OperatorSettings, logger: Any) -> tuple[kopf.ConnectionInfo, Credentials]:
+    """Who we are to the API server, for kopf and for our own requests alike.
+
+    In a Pod its service account, else the kubeconfig (KUBECONFIG), read by
+    kopf's own readers, so the deployed process does not need the official
+    client (about 20 MB of memory: kopf imports it whenever it is installed).
+    A kubeconfig whose user runs an ``exec`` plugin or an ``auth-provider``
+    needs that client (``pip install kubernetes``): then its loader gets the
+    token.
+    """
+    token = os.path.join(SERVICE_ACCOUNT, "token")
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if host and os.path.exists(token):
+        # Like the official client's in-cluster config: the Service's address, not a DNS name.
+        server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        with open(token, encoding="utf-8") as f:
+            ca = os.path.join(SERVICE_ACCOUNT, "ca.crt")
+            info = kopf.ConnectionInfo(server=server, ca_path=ca if os.path.exists(ca) else None,
+                                       token=f.read().strip() or None, trust_env=settings.networking.trust_env)
+        return info, _credentials(info, token_path=token)  # rotated by the kubelet: read again every minute
+    paths = _kubeconfig_paths()
+    found: kopf.ConnectionInfo | None
+    if _kubeconfig_user(paths).keys() & {"exec", "auth-provider"}:
+        found = kopf.login_via_client(settings=settings, logger=logger)
+        if found is None:
+            raise kopf.LoginError("the kubeconfig's user needs an exec plugin or an auth-provider: "
+                                  "install the official client (pip install kubernetes) for them")
+    else:
+        found = kopf.login_with_kubeconfig(settings=settings, logger=logger)
+        if found is None:
+            raise kopf.LoginError("no service account and no kubeconfig (KUBECONFIG, ~/.kube/config)")
+        found = _relative_to(found, os.path.dirname(paths[0]))
+    return found, _credentials(found)
+
+
+def _kubeconfig_paths() -> list[str]:
+    kubeconfig = os.environ.get("KUBECONFIG") or "~/.kube/config"
+    return [os.path.expanduser(p.strip()) for p in kubeconfig.split(os.pathsep) if p.strip()]
+
+
+def _kubeconfig_user(paths: list[str]) -> dict[str, Any]:
+    """The current context's user entry, as kubectl merges KUBECONFIG (the first value wins)."""
+    import yaml
+
+    current: str | None = None
+    contexts: dict[str, Any] = {}
+    users: dict[str, Any] = {}
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f) or {}
+        current = current or config.get("current-context")
+        for item in config.get("contexts") or []:
+            contexts.setdefault(item.get("name"), item.get("context") or {})
+        for item in config.get("users") or []:
+            users.setdefault(item.get("name"), item.get("user") or {})
+    user = users.get(str((contexts.get(str(current)) or {}).get("user")))
+    return user if isinstance(user, dict) else {}
+
+
+def _relative_to(info: kopf.ConnectionInfo, directory: str) -> kopf.ConnectionInfo:
+    """Relative file names in a kubeconfig are relative to the file (kubectl's rule), not to our directory."""
+    files = ("ca_path", "certificate_path", "private_key_path")
+    changes: dict[str, Any] = {name: os.path.join(directory, value) for name in files
+                               if isinstance(value := getattr(info, name), str) and value and not os.path.isabs(value)}
+    return dataclasses.replace(info, **changes) if changes else info
+
+
+def _credentials(info: kopf.ConnectionInfo, token_path: str | None = None) -> Credentials:
+    def text(value: Any) -> str | None:
+        return os.fsdecode(value) if isinstance(value, (str, bytes, os.PathLike)) and value else None
+
+    return Credentials(
+        server=info.server, ca_path=text(info.ca_path), ca_data=text(info.ca_data), insecure=bool(info.insecure),
+        certificate_path=text(info.certificate_path), certificate_data=text(info.certificate_data),
+        private_key_path=text(info.private_key_path), private_key_data=text(info.private_key_data),
+        scheme=info.scheme, token=info.token, username=info.username, password=info.password,
+        proxy=info.proxy_url, token_path=token_path)
+
+
+@kopf.on.login()
+async def login(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials and ours are the same; a new login (an expired token) reaches our requests too."""
+    info, credentials = await asyncio.to_thread(_login, settings, logger)  # an exec plugin may take a while
+    if OPERATOR.kube is not None:
+        OPERATOR.kube.use(credentials)
+    return info
 
 
 def _exit_on_start_failure(exc: ExtensionStartError) -> None:
@@ -194,7 +276,9 @@ async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
                                       namespaces=kwargs.get("namespaces_idx"))
     OPERATOR.summarize = functools.partial(summarize_service, scope=scope, finalizer=f"{scope.prefix}/finalizer")
     OPERATOR.switching = asyncio.Lock()
-    kube = KubeApi.from_api_client(_api_client())
+    # kopf logs in after the start-up handlers: ours read the same credentials now.
+    _, credentials = await asyncio.to_thread(_login, settings, log)
+    kube = OPERATOR.kube = KubeApi(credentials)
     services: dict[str, Any] = {}
     ipalloc = config.extensions.get("provisioner.ipalloc")
     if ipalloc is not None:
@@ -344,6 +428,63 @@ def _notify_toggle_waiters_only_on_flips() -> None:
 
 
 _notify_toggle_waiters_only_on_flips()
+
+
+# Kinds this layer watches without daemons or timers (the peering object has one: not here).
+KINDS_WITHOUT_DAEMONS = frozenset({"Service", "EndpointSlice", "Node", "Namespace"})
+
+
+def _share_one_empty_daemons_memory() -> None:
+    """kopf's per-object memory without a daemons' record for objects that never have daemons.
+
+    kopf remembers every object it watches (10,000 Services and as many
+    EndpointSlices at the bench's size), each with a record of its daemons
+    and timers (about 420 bytes: a set, a dict, the last body) that only an
+    object with daemons or timers ever writes.  Ours have none: they all
+    share one empty record, made read-only so that a daemon or timer added
+    to these kinds later fails loudly instead of sharing state.  Only
+    applied when kopf's memories have the shape this relies on.
+    """
+    from types import MappingProxyType
+
+    from kopf._core.engines import daemons
+    from kopf._core.reactor import inventory
+
+    memories = inventory.ResourceMemories
+    if getattr(memories, "_interlook_patched", False):
+        return
+    fields = {f.name for f in dataclasses.fields(daemons.DaemonsMemory)} if dataclasses.is_dataclass(
+        daemons.DaemonsMemory) else set()
+    if not (fields == {"live_fresh_body", "idle_reset_time", "forever_stopped", "running_daemons"}
+            and "daemons_memory" in {f.name for f in dataclasses.fields(inventory.ResourceMemory)}
+            and asyncio.iscoroutinefunction(getattr(memories, "recall", None))):
+        return
+
+    class NoDaemons(daemons.DaemonsMemory):
+        def __setattr__(self, name: str, value: Any) -> None:
+            if getattr(self, "_frozen", False):
+                raise AttributeError(f"kopf daemons or timers on {sorted(KINDS_WITHOUT_DAEMONS)}: "
+                                     "see _share_one_empty_daemons_memory in controller/main.py")
+            super().__setattr__(name, value)
+
+    shared = NoDaemons(live_fresh_body=None, idle_reset_time=0.0, forever_stopped=frozenset(),  # type: ignore[arg-type]
+                       running_daemons=MappingProxyType({}))  # type: ignore[arg-type]
+    shared._frozen = True  # type: ignore[attr-defined]
+    recall = memories.recall
+
+    async def recall_sharing(self: Any, raw_body: Any, *args: Any, **kwargs: Any) -> Any:
+        memory = await recall(self, raw_body, *args, **kwargs)
+        own = memory.daemons_memory
+        if own is not shared and raw_body.get("kind") in KINDS_WITHOUT_DAEMONS \
+                and own.live_fresh_body is None and not own.running_daemons and not own.forever_stopped:
+            memory.daemons_memory = shared
+        return memory
+
+    memories.recall = recall_sharing  # type: ignore[method-assign]
+    memories._interlook_patched = True  # type: ignore[attr-defined]  # noqa: SLF001
+
+
+_share_one_empty_daemons_memory()
 
 
 # ---------------------------------------------------------------- indexes

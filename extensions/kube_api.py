@@ -5,18 +5,24 @@ and the IPAllocation store make a handful of plain JSON requests per
 Service.  The official client is blocking: each call costs a thread hop, and
 its urllib3/http.client stack took about a fifth of the controller's CPU at
 50 Services a second (bench/RESULTS.md).  This one speaks aiohttp on the
-operator's loop and takes everything it needs (server, CA, client
-certificate, token, proxy) from the official client's ``Configuration``, so
-in-cluster and kubeconfig set-ups work the same way as before, including a
-service-account token that is rotated on disk.
+operator's loop.  Where the server is and who we are comes as
+:class:`Credentials`: what a kubeconfig or a service account says (the kopf
+layer reads them, controller/main.py), including a service-account token
+that is rotated on disk; or, where the official client is at hand (tests),
+its ``Configuration`` through :class:`ClientConfiguration`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import ssl
-from typing import Any, Mapping
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol
 
 import aiohttp
 from yarl import URL
@@ -26,6 +32,114 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 REQUEST_TIMEOUT = 30.0
 RETRIES_ON_429 = 10
+# A token file (a projected service-account token, rotated by the kubelet) is read again this often.
+TOKEN_FILE_REREAD = 60.0
+
+
+class ApiCredentials(Protocol):
+    """Where the API server is and how to prove who we are."""
+
+    @property
+    def server(self) -> str: ...
+
+    @property
+    def proxy(self) -> str | None: ...
+
+    def ssl_context(self) -> ssl.SSLContext: ...
+
+    def auth_headers(self) -> dict[str, str]: ...
+
+
+@dataclass
+class Credentials:
+    """What a kubeconfig or a service account gives: server, CA, client certificate, token or password.
+
+    ``*_data`` values are base64, as a kubeconfig writes them.  A token read
+    from ``token_path`` is read again every minute, like client-go does, so a
+    rotated service-account token is picked up without a restart.
+    """
+
+    server: str
+    ca_path: str | None = None
+    ca_data: str | None = None
+    insecure: bool = False
+    certificate_path: str | None = None
+    certificate_data: str | None = None
+    private_key_path: str | None = None
+    private_key_data: str | None = None
+    scheme: str | None = None   # of the token; "Bearer" when not said
+    token: str | None = None
+    token_path: str | None = None
+    username: str | None = None
+    password: str | None = None
+    proxy: str | None = None
+    _token_read_at: float = field(default=float("-inf"), repr=False)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context: the CA, the client certificate, and verification unless told off.
+
+        A kubeconfig may say ``insecure-skip-tls-verify`` and still
+        authenticate with a client certificate, so the certificate is loaded
+        either way.
+        """
+        cadata = base64.b64decode(self.ca_data).decode() if self.ca_data else None
+        context = ssl.create_default_context(cafile=self.ca_path or None, cadata=cadata)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.certificate_path or self.certificate_data:
+            with _pem_file(self.certificate_path, self.certificate_data) as cert, \
+                    _pem_file(self.private_key_path, self.private_key_data) as key:
+                context.load_cert_chain(cert, key or None)
+        return context
+
+    def auth_headers(self) -> dict[str, str]:
+        if self.token_path and time.monotonic() - self._token_read_at >= TOKEN_FILE_REREAD:
+            try:
+                with open(self.token_path, encoding="utf-8") as f:
+                    self.token = f.read().strip() or self.token
+                self._token_read_at = time.monotonic()
+            except OSError:
+                pass  # keep the last one read; the API server says if it is no longer good
+        if self.token:
+            return {"Authorization": f"{self.scheme or 'Bearer'} {self.token}"}
+        if self.username:
+            pair = f"{self.username}:{self.password or ''}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        return {}
+
+
+class ClientConfiguration:
+    """The official client's ``Configuration`` as credentials (tests, and code that has one at hand).
+
+    Read at each request, so the client's refresh hook (an in-cluster token
+    rotated on disk) runs first, as it would for the client's own calls.
+    """
+
+    def __init__(self, configuration: Any):
+        self.configuration = configuration
+
+    @property
+    def server(self) -> str:
+        return str(self.configuration.host)
+
+    @property
+    def proxy(self) -> str | None:
+        return getattr(self.configuration, "proxy", None) or None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        c = self.configuration
+        return Credentials(server=self.server, ca_path=c.ssl_ca_cert or None,
+                           insecure=not getattr(c, "verify_ssl", True),
+                           certificate_path=getattr(c, "cert_file", None) or None,
+                           private_key_path=getattr(c, "key_file", None) or None).ssl_context()
+
+    def auth_headers(self) -> dict[str, str]:
+        headers = {str(s["key"]): str(s["value"]) for s in self.configuration.auth_settings().values()
+                   if s.get("in") == "header" and s.get("value")}
+        if not headers and getattr(self.configuration, "username", None):
+            headers["Authorization"] = self.configuration.get_basic_auth_token()
+        return headers
 
 
 class KubeApiError(Exception):
@@ -41,15 +155,32 @@ class KubeApiError(Exception):
 class KubeApi:
     """JSON requests to one API server; one connection pool, made on the loop that uses it."""
 
-    def __init__(self, configuration: Any):
-        self.configuration = configuration
-        self.host = str(configuration.host).rstrip("/")
-        self._ssl = _ssl_setting(configuration)
+    def __init__(self, credentials: ApiCredentials):
+        self.credentials = credentials
+        self.host = credentials.server.rstrip("/")
+        self._ssl = credentials.ssl_context()
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_api_client(cls, api_client: Any) -> KubeApi:
-        return cls(api_client.configuration)
+        """From the official client's ApiClient (its configuration)."""
+        return cls(ClientConfiguration(api_client.configuration))
+
+    def use(self, credentials: ApiCredentials) -> None:
+        """New credentials after a new login (an expired token): the next requests use them.
+
+        A change of server or TLS material takes a new connection pool; the
+        old one is closed once the requests already on it are done.
+        """
+        old = self.credentials
+        self.credentials = credentials
+        if credentials.server.rstrip("/") == self.host and _same_tls(old, credentials):
+            return
+        self.host = credentials.server.rstrip("/")
+        self._ssl = credentials.ssl_context()
+        if self._session is not None:
+            session, self._session = self._session, None
+            asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, lambda: asyncio.ensure_future(session.close()))
 
     async def close(self) -> None:
         if self._session is not None:
@@ -72,16 +203,14 @@ class KubeApi:
     async def request(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
                       content_type: str = JSON) -> Any:
         """The decoded JSON answer; KubeApiError on an error status."""
-        headers = {"Accept": JSON, **self._auth_headers()}
+        headers = {"Accept": JSON, **self.credentials.auth_headers()}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body).encode()
         extra: dict[str, Any] = {}
-        if getattr(self.configuration, "proxy", None):
-            extra["proxy"] = self.configuration.proxy
-        if getattr(self.configuration, "tls_server_name", None):
-            extra["server_hostname"] = self.configuration.tls_server_name
+        if self.credentials.proxy:
+            extra["proxy"] = self.credentials.proxy
         for attempt in range(RETRIES_ON_429 + 1):
             async with self._client().request(method, URL(self.host + path, encoded=True), data=data,
                                               headers=headers, **extra) as response:
@@ -106,29 +235,34 @@ class KubeApi:
         return self._session
 
     def _auth_headers(self) -> dict[str, str]:
-        # The official client's own rules (BearerToken or authorization key, prefix);
-        # reading them runs its refresh hook first, so an in-cluster token is re-read
-        # from disk when it is due.
-        headers = {str(s["key"]): str(s["value"]) for s in self.configuration.auth_settings().values()
-                   if s.get("in") == "header" and s.get("value")}
-        if not headers and getattr(self.configuration, "username", None):
-            headers["Authorization"] = self.configuration.get_basic_auth_token()
-        return headers
+        return self.credentials.auth_headers()
 
 
-def _ssl_setting(configuration: Any) -> ssl.SSLContext:
-    """The TLS context of the kubeconfig: its CA, its client certificate, and verification unless told off.
+class _pem_file:
+    """A PEM given as a path, or as base64 data written to a private temporary file for ssl to load."""
 
-    A kubeconfig may say ``insecure-skip-tls-verify`` and still authenticate
-    with a client certificate, so the certificate is loaded either way.
-    """
-    context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
-    if not getattr(configuration, "verify_ssl", True):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if getattr(configuration, "cert_file", None):
-        context.load_cert_chain(configuration.cert_file, getattr(configuration, "key_file", None) or None)
-    return context
+    def __init__(self, path: str | None, data: str | None):
+        self.path, self.data, self._temporary = path, data, ""
+
+    def __enter__(self) -> str:
+        if self.path or not self.data:
+            return self.path or ""
+        descriptor, self._temporary = tempfile.mkstemp(suffix=".pem")
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(base64.b64decode(self.data))
+        return self._temporary
+
+    def __exit__(self, *_: Any) -> None:
+        if self._temporary:
+            os.unlink(self._temporary)
+
+
+def _same_tls(one: ApiCredentials, other: ApiCredentials) -> bool:
+    if isinstance(one, Credentials) and isinstance(other, Credentials):
+        fields = ("ca_path", "ca_data", "insecure", "certificate_path", "certificate_data", "private_key_path",
+                  "private_key_data")
+        return all(getattr(one, name) == getattr(other, name) for name in fields)
+    return one is other
 
 
 def _retry_after(response: aiohttp.ClientResponse) -> float:

@@ -437,6 +437,8 @@ class Controller:
     listen_port: int
     peering: str = ""   # with a name: ``--peering=NAME --priority=N`` instead of ``--standalone``
     priority: int = 0
+    # The virtualenv whose kopf runs it: the suite's, or one with the image's package set (the bench).
+    venv: Path = ROOT / ".venv"
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     kills: int = 0
@@ -450,7 +452,7 @@ class Controller:
             log.flush()
             mode = [f"--peering={self.peering}", f"--priority={self.priority}"] if self.peering else ["--standalone"]
             self.process = subprocess.Popen(
-                [str(ROOT / ".venv/bin/kopf"), "run", *mode, "-A", "controller/main.py"],
+                [str(self.venv / "bin/kopf"), "run", *mode, "-A", "controller/main.py"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         self.starts += 1

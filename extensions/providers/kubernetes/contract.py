@@ -105,7 +105,8 @@ class Scope:
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
 
     def key(self, name: str) -> str:
-        return f"{self.prefix}/{name}"
+        # Interned: the same few keys are held by every Service's presentation and summary.
+        return sys.intern(f"{self.prefix}/{name}")
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,8 @@ def node_internal_ip(body: Mapping[str, Any]) -> str:
 
 
 def entry_name(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}"
+    # One copy of each name, whichever table (core, lifecycle, write-back, IP index) holds it.
+    return sys.intern(f"{namespace}/{name}")
 
 
 def split_entry_name(entry: str) -> tuple[str, str]:

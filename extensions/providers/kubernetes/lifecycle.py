@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Collection, Mapping
 
@@ -175,7 +176,7 @@ class ServiceLifecycle:
     def _track(self, key: str) -> Tracked:
         found = self.tracked.get(key)
         if found is None:
-            found = self.tracked[key] = Tracked()
+            found = self.tracked[sys.intern(key)] = Tracked()  # the name the core's entry holds too
         return found
 
     def _drop_if_idle(self, key: str) -> None:
@@ -318,6 +319,10 @@ class ServiceLifecycle:
         key = f"{namespace}/{name}"
         meta = body.get("metadata") or {}
         if self.finalizer in (meta.get("finalizers") or []):
+            tracked = self.tracked.get(key)
+            if tracked is not None and tracked.finalizer_written is not None:
+                tracked.finalizer_written = None  # the Service shows it now: nothing older can come
+                self._drop_if_idle(key)
             return True
         tracked = self._track(key)
         if tracked.finalizer_written is not None and _older(meta, tracked.finalizer_written):

@@ -5,8 +5,10 @@ reads, and ``/v1/txn`` for every write (py-consul's ``catalog.register``
 sends node meta as query parameters, which Consul ignores there, and its
 ``txn.put`` sends no token).  py-consul's blocking client cost a thread hop
 and a requests/urllib3 stack per call, about a fifth of the controller's CPU
-at 50 Services a second (bench/RESULTS.md); its errors (``consul.exceptions``)
-are kept, so callers and their messages stay the same.
+at 50 Services a second (bench/RESULTS.md).  Its two errors are kept here
+under their names and with their messages; importing them from py-consul
+cost 4 MB of memory (its requests/urllib3 stack), so it is no longer a
+dependency.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Any, Mapping
 from urllib.parse import quote
 
 import aiohttp
-from consul.exceptions import ACLPermissionDenied, ConsulException
 from yarl import URL
 
 from extensions.provisioners.consul.config import ConsulConfig
@@ -40,6 +41,14 @@ from extensions.tls import verify_setting
 REQUEST_TIMEOUT = 10.0
 # Seconds a start-up read of every record we hold may take (one large answer).
 BULK_TIMEOUT = 60.0
+
+
+class ConsulException(Exception):
+    """Consul answered with an error (py-consul's name for it)."""
+
+
+class ACLPermissionDenied(ConsulException):
+    """Consul's ACLs refused the request: the token lacks a permission."""
 
 
 class ConcurrentChange(ConsulException):
@@ -183,7 +192,7 @@ def _segment(name: str) -> str:
 
 
 def _check(status: int, body: bytes) -> None:
-    """py-consul's rules for an error status, so that callers see the same exceptions."""
+    """py-consul's rules for an error status, so that callers see the same errors."""
     if status < 400:
         return
     text = body.decode("utf-8", "replace")

@@ -13,12 +13,16 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from consul.exceptions import ACLPermissionDenied, ConsulException
-
 from controller.extension import PROVISIONER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message
 from extensions.kit.orphans import OrphanSweep
-from extensions.provisioners.consul.client import ConcurrentChange, ConsulCatalog, ConsulUnreachable
+from extensions.provisioners.consul.client import (
+    ACLPermissionDenied,
+    ConcurrentChange,
+    ConsulCatalog,
+    ConsulException,
+    ConsulUnreachable,
+)
 from extensions.provisioners.consul.config import ConsulConfig
 from extensions.provisioners.consul.records import Known, Plan, Record, normalize_names, plan_entry
 

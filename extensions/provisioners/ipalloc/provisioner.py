@@ -31,6 +31,7 @@ address another instance holds is an error that names no Service.
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections import Counter
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
@@ -66,7 +67,8 @@ class Holdings(dict[str, Holder]):
     def __init__(self, items: Mapping[str, Holder] | None = None, pool_of: Callable[[str], str] = lambda ip: ""):
         super().__init__()
         self._pool_of = pool_of
-        self._by_entry: dict[str, set[str]] = {}
+        # entry -> its addresses: almost always one, so a tuple (a set costs 216 bytes for each of 10,000).
+        self._by_entry: dict[str, tuple[str, ...]] = {}
         self._per_namespace: Counter[tuple[str, str]] = Counter()  # (instance, namespace) -> addresses
         self._per_pool: Counter[str] = Counter()  # pool name ("" outside our pools) -> addresses
         for ip, holder in (items or {}).items():
@@ -75,7 +77,10 @@ class Holdings(dict[str, Holder]):
     def __setitem__(self, ip: str, holder: Holder) -> None:
         self._unindex(ip)
         super().__setitem__(ip, holder)
-        self._by_entry.setdefault(_entry_of(holder), set()).add(ip)
+        entry = _entry_of(holder)
+        held = self._by_entry.get(entry, ())
+        if ip not in held:
+            self._by_entry[entry] = (*held, ip)
         self._per_namespace[_namespace_key(holder)] += 1
         self._per_pool[self._pool_of(ip)] += 1
 
@@ -105,11 +110,11 @@ class Holdings(dict[str, Holder]):
         self._per_namespace[_namespace_key(old)] -= 1
         self._per_pool[self._pool_of(ip)] -= 1
         entry = _entry_of(old)
-        ips = self._by_entry.get(entry)
-        if ips is not None:
-            ips.discard(ip)
-            if not ips:
-                del self._by_entry[entry]
+        rest = tuple(held for held in self._by_entry.get(entry, ()) if held != ip)
+        if rest:
+            self._by_entry[entry] = rest
+        else:
+            self._by_entry.pop(entry, None)
 
 
 class IPAllocProvisioner(BaseExtension):
@@ -366,7 +371,7 @@ def _describe(pools: Pools) -> str:
 
 def _entry_of(holder: Any) -> str:
     # A store may hand back a bare name for a holder it cannot read (a test double, a hand-made object).
-    return str(getattr(holder, "entry", holder))
+    return sys.intern(str(getattr(holder, "entry", holder)))  # one copy of each name across the tables
 
 
 def _namespace_of(entry: str) -> str:
