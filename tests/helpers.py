@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import Callable
+import time
+from typing import Any, Callable
 
 import pytest
 
@@ -36,3 +37,19 @@ async def eventually(predicate: Callable[[], object], timeout: float = 10.0) -> 
         if loop.time() > deadline:
             raise TimeoutError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0, every: float = 0.2) -> Any:
+    """Poll until check() returns something truthy; fail naming ``what`` (a deadline, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:  # noqa: BLE001 - the thing may not exist yet
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(every)
+    pytest.fail(f"timed out waiting for {what} (last: {last!r})")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,6 +20,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import yaml
 
+from tests import helpers
 from tests.consul.agent import ConsulAgent, consul_binary
 from tests.helpers import require_component
 from tests.kubectl import kubectl_binary
@@ -34,19 +34,8 @@ HOW = "make env-up (scripts/components/node.sh up) and export its lines"
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 120.0, every: float = 0.5) -> Any:
-    """Poll until check() returns something truthy; fail naming ``what`` (a deadline, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # noqa: BLE001 - the thing may not exist yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(every)
-    pytest.fail(f"timed out waiting for {what} (last: {last!r})")
+    """tests/helpers.wait_for with a real node's pace: Pods start and replicas take over in tens of seconds."""
+    return helpers.wait_for(check, what, timeout, every)
 
 
 class Kubectl:

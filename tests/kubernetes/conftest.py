@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,28 +25,12 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import free_port, require_component
+from tests.helpers import free_port, require_component, wait_for  # noqa: F401  (wait_for: the tests import it from here)
 from tests.kubectl import apply_crds
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE_SH = ROOT / "scripts" / "components" / "kube.sh"
 POOL = "198.51.100.0/24"
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0, every: float = 0.2) -> Any:
-    """Poll until check() returns something truthy; fail naming ``what`` (a deadline, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # noqa: BLE001 - the thing may not exist yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(every)
-    pytest.fail(f"timed out waiting for {what} (last: {last!r})")
 
 
 def _binaries_present() -> bool:
