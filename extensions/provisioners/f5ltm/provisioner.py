@@ -11,7 +11,11 @@ Two ways to publish, as in the Go Interlook (``updateMode``):
   then published, and the draft is deleted if anything fails on the way.
 
 Every step reads first and writes only the difference, so a repeated message
-writes nothing.  Objects are named after the instance and the entry (see
+writes nothing.  The one exception is an entry's first message in this process
+when nothing of it can exist yet (see ``_create_first``): its pool and virtual
+server are created without a read, and BIG-IP's own guard (409 to a create at
+a name that is taken) sends it back to the read-first path, so nothing that
+exists is ever written over.  Objects are named after the instance and the entry (see
 ``names``) and carry the ownership marks of extensions/kit/ownership.py in
 their description: this Interlook never changes or deletes what another
 instance, another entry or a person made, and a name, destination or host
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import re
 import time
@@ -111,6 +116,9 @@ class F5Provisioner(BaseExtension):
         self._routes: dict[str, PolicyRoutes] = {}
         # Claiming host names is check-then-write: two of our Services asking one name at once must take turns.
         self._claims = asyncio.Lock()
+        # Entries this process has sent work for since start-up (until a delete removed everything of
+        # theirs): their objects may exist, so they are read before any write (see _create_first).
+        self._handled: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------
     async def setup(self) -> None:
@@ -145,6 +153,7 @@ class F5Provisioner(BaseExtension):
         """
         self._known, self._legacy = None, None
         self._nodes.clear()
+        self._handled.clear()
         self._routes = {}
         try:
             pools = await self._list(f"{POOL}?expandSubcollections=true")
@@ -213,6 +222,7 @@ class F5Provisioner(BaseExtension):
         # What the start-up view holds of the owner is dropped: it must not answer for it again.
         self._seen(Service(name=owner))
         await self._unpublish(Service(name=owner), adopt=False)
+        self._handled.discard(owner)
         self.log.info("removed the objects of %s: its entry no longer exists", owner)
 
     async def _owners(self) -> set[str]:
@@ -228,19 +238,39 @@ class F5Provisioner(BaseExtension):
         return owners
 
     async def handle(self, message: Message) -> Message:
-        if message.action in (Action.ADD, Action.UPDATE):
-            work = self._publish
-        elif message.action == Action.DELETE:
-            work = self._unpublish
-        else:
+        publish = message.action in (Action.ADD, Action.UPDATE)
+        if not publish and message.action != Action.DELETE:
             return message
+        service = message.service
+        seen = self._seen(service)
+        create_first = publish and self._create_first(service, seen)
+        self._handled.add(service.name)
         try:
-            await work(message.service, seen=self._seen(message.service))
+            if publish:
+                await self._publish(service, seen=seen, create_first=create_first)
+            else:
+                await self._unpublish(service, seen=seen)
+                self._handled.discard(service.name)  # nothing of it is left: as new again
         except (BigIPError, BigIPUnreachable, PlanError) as exc:
             self._nodes.clear()  # a node removed behind our back must be read again
-            self.log.warning("%s %s: %s", message.action, message.service.name, exc)
+            self.log.warning("%s %s: %s", message.action, service.name, exc)
             return message.failed(f"{self.name}: {exc}")
         return message.reply()
+
+    def _create_first(self, service: Service, seen: Seen | None) -> bool:
+        """May the entry's pool and virtual server be created without reading first?
+
+        Yes for its first message in this process, when the start-up read
+        showed nothing at its legacy name and no start-up view answers for it:
+        its objects then exist only if someone made them meanwhile, and a
+        create at a taken name is refused by the BIG-IP (409), after which the
+        entry is read and handled the usual way.  Saves two reads of a new
+        Service (half of its requests); costs one refused create, then the
+        reads, in the rare other case.
+        """
+        if seen is not None or self._legacy is None or service.name in self._handled:
+            return False
+        return legacy_object_name(service.name) not in self._legacy
 
     # -- what a service becomes ------------------------------------------------
     @property
@@ -356,32 +386,57 @@ class F5Provisioner(BaseExtension):
         return self.ownership.holder(parse_text((found or {}).get("description")))
 
     # -- add / update ------------------------------------------------------------
-    async def _publish(self, service: Service, *, seen: Seen | None = None) -> None:
-        """``seen``: the entry's objects as the start-up read found them (known.py), instead of reading them."""
+    async def _publish(self, service: Service, *, seen: Seen | None = None, create_first: bool = False) -> None:
+        """``seen``: the entry's objects as the start-up read found them (known.py), instead of reading them.
+
+        ``create_first``: nothing of the entry is expected (see _create_first): create, read only if refused.
+        """
         if self.config.update_mode == "vs":
             destination = self._destination(service)  # fail before writing anything
+            if create_first:
+                name = object_name(self.instance_id, service.name)
+                pool = await self._create_pool(service, name)
+                await self._ensure_virtual(service, name, destination, pool, create_first=True)
+                return
             name, current = await self._name_for(service, seen=seen)
             pool = await self._ensure_pool(service, name, current)
             await self._ensure_virtual(service, name, destination, pool, seen)
             return
         policy = self._policy_for(service)
         hosts = self._hosts(service)  # fail before writing anything
-        name, current = await self._name_for(service, seen=seen)
+        if create_first:
+            name, current = object_name(self.instance_id, service.name), None
+        else:
+            name, current = await self._name_for(service, seen=seen)
         rule = self._rule(service, name, hosts)
         published = await self._published_rule(policy, name, seen)
         if published is not None:
             self._require_ours(f"rule of policy {policy}", name, published, service)
+        ensure_pool = functools.partial(self._create_pool, service, name) if create_first else \
+            functools.partial(self._ensure_pool, service, name, current)
         if published is not None and _same_rule(published, rule):
-            await self._ensure_pool(service, name, current)
+            await ensure_pool()
         else:
             async with self._claims:
                 await self._require_hosts_free(service, hosts)  # before anything is written
-                await self._ensure_pool(service, name, current)
+                await ensure_pool()
                 await self._write_rule(policy, rule, published)
         # A service that changed TLS moves from one policy to the other.
         for other in self._policies():
             if other != policy:
                 await self._remove_rule(other, service, name, seen=seen)
+
+    async def _create_pool(self, service: Service, name: str) -> str:
+        """Create the pool at ``name`` without reading first; taken (409): read it and handle it as usual."""
+        try:
+            return await self._ensure_pool(service, name, None)
+        except BigIPError as exc:
+            if exc.status != 409:
+                raise
+            current = await self._read_pool(name, None)
+            if current is None:
+                raise
+            return await self._ensure_pool(service, name, current)
 
     async def _ensure_pool(self, service: Service, name: str, current: dict[str, Any] | None) -> str:
         """The pool at ``name`` as wanted; ``current``: the pool there as just read (None: none)."""
@@ -465,17 +520,24 @@ class F5Provisioner(BaseExtension):
                     raise
 
     async def _ensure_virtual(self, service: Service, name: str, destination: str, pool: str,
-                              seen: Seen | None = None) -> None:
+                              seen: Seen | None = None, *, create_first: bool = False) -> None:
         path = self._path(name)  # the virtual server has the pool's name
         url = f"{VIRTUAL}/{uri_id(path)}"
         wanted = {"description": self._description(service), "destination": destination, "pool": pool,
                   "ipProtocol": "tcp", "sourceAddressTranslation": {"type": "automap"}}
-        current = await self._read_virtual(name, seen)
+        current = None if create_first else await self._read_virtual(name, seen)
         if current is None:
             body = {"name": name, "partition": self.config.partition, **wanted}
-            await self._write_virtual("POST", VIRTUAL, body, destination)
-            self.log.info("%s: created virtual server %s on %s", service.name, path, destination)
-            return
+            try:
+                await self._write_virtual("POST", VIRTUAL, body, destination)
+            except BigIPError as exc:
+                # Taken (409; a shared destination is a PlanError by now): read it, then as usual.
+                current = await self._read_virtual(name, None) if create_first and exc.status == 409 else None
+                if current is None:
+                    raise
+            else:
+                self.log.info("%s: created virtual server %s on %s", service.name, path, destination)
+                return
         self._require_ours("virtual server", path, current, service)
         now = {key: current.get(key) for key in wanted}
         now["sourceAddressTranslation"] = {"type": (current.get("sourceAddressTranslation") or {}).get("type")}
