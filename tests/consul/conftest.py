@@ -4,6 +4,8 @@
 CONSUL_DNS_PORT exported by scripts/components/consul.sh), or one of our own.
 ``private_agent``: a fresh agent a test may stop and restart (outage tests).
 ``acl_agent``: an agent with ACLs on, default policy deny, and a bootstrap token.
+``consul``: a provisioner on ``consul_agent``, set up; the test's records go after it.
+``requests_sent``: the requests the provisioner's client sends, counted by method.
 A missing binary fails in CI and skips loudly elsewhere (tests/helpers.py).
 """
 
@@ -13,13 +15,18 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from extensions.provisioners.consul import ConsulProvisioner
+from extensions.provisioners.consul.client import ConsulCatalog
 from tests.consul.agent import ConsulAgent, consul_binary
+from tests.consul.support import provisioner, remove_test_records
 from tests.helpers import require_component
 
 BUILD_HINT = "bash scripts/build-binaries.sh consul, or make deps"
@@ -84,6 +91,29 @@ def acl_agent(consul_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield agent
     finally:
         agent.cleanup()
+
+
+@pytest.fixture
+async def consul(consul_agent: AgentAddress, unique: str) -> AsyncIterator[ConsulProvisioner]:
+    prov = provisioner(consul_agent.url)
+    await prov.setup()
+    yield prov
+    await prov.teardown()
+    remove_test_records(consul_agent.url, unique)
+
+
+@pytest.fixture
+def requests_sent(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Every request the provisioner's client sends, by method."""
+    sent: Counter[str] = Counter()
+    original = ConsulCatalog._send
+
+    async def counting(self: ConsulCatalog, method: str, *args: Any, **kwargs: Any) -> Any:
+        sent[method] += 1
+        return await original(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(ConsulCatalog, "_send", counting)
+    return sent
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from controller.messages import Action
-from tests.consul.conftest import AgentAddress, dns_lookup
+from tests.consul.conftest import dns_lookup
 from tests.consul.support import (
     TEST_INSTANCE,
     catalog_node,
@@ -15,19 +15,10 @@ from tests.consul.support import (
     owned_nodes,
     provisioner,
     register_foreign,
-    remove_test_records,
     service,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.consul]
-
-
-@pytest.fixture
-async def consul(consul_agent: AgentAddress, unique: str):
-    prov = provisioner(consul_agent.url)
-    await prov.setup()
-    yield prov
-    remove_test_records(consul_agent.url, unique)
 
 
 async def test_add_registers_a_node_a_service_and_a_passing_check(consul, consul_agent, unique):

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import pytest
 
 from controller.messages import Action
-from extensions.provisioners.consul.client import ConsulCatalog
 from tests.consul.conftest import AgentAddress
 from tests.consul.support import catalog_node, deregister, message, provisioner, remove_test_records, service
 
 pytestmark = [pytest.mark.integration, pytest.mark.consul]
-
-
-@pytest.fixture
-def requests_sent(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Every request the provisioner's client sends, by method."""
-    sent: Counter[str] = Counter()
-    original = ConsulCatalog._send
-
-    async def counting(self: ConsulCatalog, method: str, *args: Any, **kwargs: Any) -> Any:
-        sent[method] += 1
-        return await original(self, method, *args, **kwargs)
-
-    monkeypatch.setattr(ConsulCatalog, "_send", counting)
-    return sent
 
 
 async def test_a_restart_confirms_unchanged_entries_without_a_request(consul_agent: AgentAddress, unique: str,

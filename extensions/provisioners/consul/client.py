@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 from urllib.parse import quote
 
 import aiohttp
@@ -41,6 +41,8 @@ from extensions.tls import verify_setting
 REQUEST_TIMEOUT = 10.0
 # Seconds a start-up read of every record we hold may take (one large answer).
 BULK_TIMEOUT = 60.0
+# Consul refuses a transaction of more than 128 operations; a record takes 3 (node, service, check).
+MAX_RECORDS_PER_TXN = 128 // 3
 
 
 class ConsulException(Exception):
@@ -88,16 +90,16 @@ class ConsulCatalog:
     async def read_name(self, name: str) -> NameState:
         quoted = _segment(name)
         node, instances = await asyncio.gather(self._get(f"/v1/catalog/node/{quoted}", allow_404=True),
-                                               self._get(f"/v1/catalog/service/{quoted}"))
+                                               self.service_instances(name))
         checks: list[dict[str, Any]] = []
         if node:
             checks = await self._get(f"/v1/health/node/{quoted}") or []
-        return NameState(
-            name=name,
-            node=node_state(node, checks),
-            instances=tuple(ServiceInstance(str(i.get("Node", "")), mark_of(i.get("NodeMeta")))
-                            for i in instances or []),
-        )
+        return NameState(name=name, node=node_state(node, checks), instances=instances)
+
+    async def service_instances(self, name: str) -> tuple[ServiceInstance, ...]:
+        """Every instance of the service ``name``, on whichever node, with that node's marks."""
+        instances = await self._get(f"/v1/catalog/service/{_segment(name)}")
+        return tuple(ServiceInstance(str(i.get("Node", "")), mark_of(i.get("NodeMeta"))) for i in instances or [])
 
     async def entry_nodes(self, owner: str, instance: str) -> list[OwnedNode]:
         """The nodes of one entry that this instance may change: its own, and those written before instance ids."""
@@ -131,6 +133,13 @@ class ConsulCatalog:
     async def write(self, record: Record, modify_index: int) -> None:
         """Register the record's node, service and check at once, over the node version we read."""
         await self._transaction(record.transaction(modify_index))
+
+    async def write_all(self, writes: Iterable[tuple[Record, int]]) -> None:
+        """Register several records in one transaction: all of them, or none if one node is not the version read.
+
+        At most MAX_RECORDS_PER_TXN records (Consul's limit on operations).
+        """
+        await self._transaction([op for record, modify_index in writes for op in record.transaction(modify_index)])
 
     async def remove(self, node: OwnedNode) -> bool:
         """Deregister a node we own (with its service and check), unless it changed since listed.

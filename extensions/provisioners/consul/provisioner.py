@@ -5,10 +5,23 @@ Each ``add``/``update`` plans the entry's records against what Consul holds
 applies only the difference; a ``delete`` removes every node marked as the
 entry's.  A background reconcile removes the records of entries the core no
 longer has (left behind by a crash between two steps).
+
+Reading an entry in full costs, per name, a read of its node and one of its
+service, plus a listing of the entry's nodes.  An entry that cannot hold a
+record of ours is spared the node reads: the start-up read lists every entry
+holding one, and since then only this process (the active replica; a
+standby writes nothing) writes records marked with our instance, so an entry
+in neither is "fresh".  Its publish reads only the services of its names (a
+service of that name on another node is a conflict) and creates every record
+in one transaction that Consul refuses if any of the nodes exists; then the
+entry is read in full, so a node already there is the same conflict as
+always and nothing is overwritten.  A fresh entry's delete has nothing to
+remove.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -17,6 +30,7 @@ from controller.extension import PROVISIONER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message
 from extensions.kit.orphans import OrphanSweep
 from extensions.provisioners.consul.client import (
+    MAX_RECORDS_PER_TXN,
     ACLPermissionDenied,
     ConcurrentChange,
     ConsulCatalog,
@@ -24,7 +38,7 @@ from extensions.provisioners.consul.client import (
     ConsulUnreachable,
 )
 from extensions.provisioners.consul.config import ConsulConfig
-from extensions.provisioners.consul.records import Known, Plan, Record, normalize_names, plan_entry
+from extensions.provisioners.consul.records import Known, NameState, Plan, Record, normalize_names, plan_entry
 
 # How long the start-up view of our records answers unchanged entries (see records.Known).
 KNOWN_TTL = 300.0
@@ -52,6 +66,8 @@ class ConsulProvisioner(BaseExtension):
         self.clock = clock
         self.catalog = ConsulCatalog(config)
         self._known: Known | None = None
+        # Entries that may hold records of ours (see the module docstring); None: unknown, read every entry.
+        self._may_hold: set[str] | None = None
 
     # -- lifecycle ------------------------------------------------------------
     async def setup(self) -> None:
@@ -80,22 +96,26 @@ class ConsulProvisioner(BaseExtension):
 
     async def teardown(self) -> None:
         self._known = None
+        self._may_hold = None
         await self.catalog.close()
 
     async def _load_known(self) -> None:
         """One read of every record Interlook holds, to answer the entries a restart brings back unchanged.
 
+        It also tells which entries may hold records at all (``_may_hold``).
         Only a shortcut: when the read fails (an agent without the UI
         endpoint, a token that may not use it), every entry is read the
         normal way.
         """
         self._known = None
+        self._may_hold = None
         try:
             nodes = await self.catalog.managed_records()
         except (ConsulUnreachable, ConsulException) as exc:
             self.log.info("no bulk read of our records (%s): entries are read one by one", self._clean(exc))
             return
         known = Known(nodes, self.instance_id, loaded_at=self.clock(), ttl=KNOWN_TTL)
+        self._may_hold = known.owners()
         if len(known):
             self._known = known
             self.log.info("%d entries hold records in Consul: unchanged ones are confirmed without a request",
@@ -152,10 +172,23 @@ class ConsulProvisioner(BaseExtension):
         self._log_outcome(message.service.name, outcome)
         return message.reply()
 
-    async def _sync_entry(self, owner: str, desired: list[Record]) -> Outcome:
-        """Read, plan, apply only the difference.  No desired record: remove them all."""
-        if self._unchanged(owner, desired):
+    async def _sync_entry(self, owner: str, desired: list[Record], *, trust_view: bool = True) -> Outcome:
+        """Read, plan, apply only the difference.  No desired record: remove them all.
+
+        ``trust_view``: let what the start-up read showed (and what this
+        process wrote since) spare reads; False reads everything from Consul.
+        """
+        if trust_view and self._unchanged(owner, desired):
             return Outcome()
+        if trust_view and self._fresh(owner):
+            if not desired:
+                return Outcome()  # it never held a record: nothing to remove
+            if len(desired) <= MAX_RECORDS_PER_TXN:
+                try:
+                    return await self._create_entry(owner, desired)
+                except ConcurrentChange:
+                    pass  # a node already holds one of its names: the full read says whose
+        self._may_write(owner)
         states = {r.name: await self.catalog.read_name(r.name) for r in desired}
         plan: Plan = plan_entry(desired, states, await self.catalog.entry_nodes(owner, self.instance_id))
         if plan.conflicts:
@@ -165,6 +198,25 @@ class ConsulProvisioner(BaseExtension):
         removed = tuple([node.name for node in plan.remove if await self.catalog.remove(node)])
         return Outcome(written=tuple(r for r, _ in plan.write), removed=removed)
 
+    async def _create_entry(self, owner: str, desired: list[Record]) -> Outcome:
+        """A fresh entry: every record in one transaction that creates all its nodes, or none if one exists."""
+        states = {r.name: NameState(r.name, None, await self.catalog.service_instances(r.name)) for r in desired}
+        plan = plan_entry(desired, states, ())
+        if plan.conflicts:
+            return Outcome(conflicts=plan.conflicts)
+        self._may_write(owner)
+        await self.catalog.write_all(plan.write)
+        return Outcome(written=tuple(r for r, _ in plan.write))
+
+    def _fresh(self, owner: str) -> bool:
+        """True when ``owner`` cannot hold a record of ours: not in the start-up read, never written for since."""
+        return self._may_hold is not None and owner not in self._may_hold
+
+    def _may_write(self, owner: str) -> None:
+        # Before the write, whatever its outcome: a timed-out write may still have landed.
+        if self._may_hold is not None:
+            self._may_hold.add(sys.intern(owner))
+
     async def _owners(self) -> set[str]:
         """Entries that own a node marked with our instance (never another's, never a legacy one)."""
         nodes = await self.catalog.instance_nodes(self.instance_id)
@@ -173,7 +225,7 @@ class ConsulProvisioner(BaseExtension):
     async def _remove_orphan(self, owner: str) -> None:
         # The sweep holds the owner's entry lock: no message for it runs meanwhile.
         try:
-            outcome = await self._sync_entry(owner, [])
+            outcome = await self._sync_entry(owner, [], trust_view=False)  # a listed owner: read, never assume
         except ConcurrentChange:
             self.log.info("a record of %s changed meanwhile; the next pass decides", owner)
             return

@@ -11,6 +11,7 @@ instance for one entry (extensions/kit/ownership.py has the rules).
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -246,6 +247,10 @@ class Known:
     Anything else (a name missing, a record to change, adopt or remove) goes
     the normal way: read, plan, compare-and-set.  What it holds is dropped
     after ``ttl`` seconds: it is a start-up view, never a cache of the present.
+
+    The same read also says which entries hold records at all (``owners``):
+    the provisioner keeps those names for as long as it runs, so that an
+    entry that never held one is published without reading for nodes.
     """
 
     def __init__(self, nodes: Iterable[NodeState], instance: str, *, loaded_at: float, ttl: float):
@@ -256,10 +261,17 @@ class Known:
             mark = node.mark
             # Another instance's records are never ours to confirm (nor to change).
             if mark is not None and mark.instance in (instance, ""):
-                self._by_owner.setdefault(mark.entry, []).append(node)
+                self._by_owner.setdefault(sys.intern(mark.entry), []).append(node)
 
     def __len__(self) -> int:
         return len(self._by_owner)
+
+    def owners(self) -> set[str]:
+        """The entries holding a record of this instance, or one from before instance ids, as read (interned).
+
+        Ask before ``unchanged`` takes owners out.
+        """
+        return set(self._by_owner)
 
     def expired(self, now: float) -> bool:
         return now >= self.expires or not self._by_owner
