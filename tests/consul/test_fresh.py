@@ -101,6 +101,21 @@ async def test_a_published_services_delete_removes_its_nodes(consul, consul_agen
     assert owned_nodes(consul_agent.url, entry) == []
 
 
+async def test_after_a_delete_the_entry_is_fresh_again(consul, consul_agent, unique, requests_sent: Counter[str]):
+    entry, name = f"shop/again-{unique}", f"again-{unique}.example.com"
+    assert (await consul.handle(message(Action.ADD, service(entry, name)))).error == ""
+    assert (await consul.handle(message(Action.UPDATE, service(entry, name, ip="10.20.0.9")))).error == ""
+    assert (await consul.handle(message(Action.DELETE, Service(name=entry)))).error == ""
+    assert owned_nodes(consul_agent.url, entry) == []
+    requests_sent.clear()
+
+    reply = await consul.handle(message(Action.ADD, service(entry, name)))
+
+    assert reply.error == ""
+    assert requests_sent == Counter({"GET": 1, "PUT": 1})
+    assert owned_nodes(consul_agent.url, entry) == [name]
+
+
 async def test_a_conflict_on_a_fresh_service_is_read_in_full_once_then_never_fresh(consul, consul_agent, unique,
                                                                                  requests_sent: Counter[str]):
     name = f"busy-{unique}"

@@ -169,6 +169,7 @@ class ConsulProvisioner(BaseExtension):
             outcome = await self._sync_entry(message.service.name, [])
         except (ConsulUnreachable, ConsulException) as exc:
             return message.failed(self._describe(exc))
+        self._holds_nothing(message.service.name)
         self._log_outcome(message.service.name, outcome)
         return message.reply()
 
@@ -217,6 +218,11 @@ class ConsulProvisioner(BaseExtension):
         if self._may_hold is not None:
             self._may_hold.add(sys.intern(owner))
 
+    def _holds_nothing(self, owner: str) -> None:
+        """Every record of ``owner`` is gone (a delete went through): it is fresh again; the set stays small."""
+        if self._may_hold is not None:
+            self._may_hold.discard(owner)
+
     async def _owners(self) -> set[str]:
         """Entries that own a node marked with our instance (never another's, never a legacy one)."""
         nodes = await self.catalog.instance_nodes(self.instance_id)
@@ -229,6 +235,7 @@ class ConsulProvisioner(BaseExtension):
         except ConcurrentChange:
             self.log.info("a record of %s changed meanwhile; the next pass decides", owner)
             return
+        self._holds_nothing(owner)
         for name in outcome.removed:
             self.log.info("removed orphan record %s (entry %s no longer exists)", name, owner)
 
