@@ -18,7 +18,6 @@ import contextlib
 import functools
 import logging
 import time
-from dataclasses import replace
 from typing import Any, Awaitable, Callable, Mapping
 
 from controller.admission import RULES_STEP
@@ -288,7 +287,7 @@ class Core:
             self._task_ok(f"listener {name}")  # waiting for work is its job
             # The listener tags every message with the extension it came
             # from: whatever an extension wrote there is not trusted.
-            message = replace(await queue.get(), sender=name)
+            message = (await queue.get()).sent_by(name)
             try:
                 self.handle_message(message)
             except Exception:  # a bad message must not kill the listener
@@ -310,7 +309,7 @@ class Core:
             return
         entry = self.entries.get(name)
         now = self.clock()
-        service = replace(message.service, provider=message.service.provider or message.sender)
+        service = message.service.but(provider=message.service.provider or message.sender)
         if message.action in (Action.ADD, Action.UPDATE):
             if message.error:
                 # The provider could not read the service (bad annotation...):
@@ -442,7 +441,7 @@ class Core:
             self._failing_steps.discard(step)
             self._step_recovered(step)
         if step in self._public_ip_steps:
-            entry.service = replace(entry.service, public_ip="" if entry.reverse else message.service.public_ip)
+            entry.service = entry.service.but(public_ip="" if entry.reverse else message.service.public_ip)
         self._advance(entry)
 
     def _step_recovered(self, step: str) -> None:

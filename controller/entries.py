@@ -76,7 +76,7 @@ class Entry(WorkflowPosition):
 
     def status(self) -> EntryStatus:
         """The read-only view status sinks get (controller/status.py): its fields, copied."""
-        return EntryStatus(**{f.name: getattr(self, f.name) for f in fields(EntryStatus)})
+        return EntryStatus(**{name: getattr(self, name) for name in _STATUS_FIELDS})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,3 +137,7 @@ def load_entries(path: str) -> dict[str, Entry]:
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a JSON object of entries")
     return {str(name): Entry.from_dict(str(name), data) for name, data in raw.items() if isinstance(data, dict)}
+
+
+# What status() copies (computed once: fields() scans the class on every call).
+_STATUS_FIELDS = tuple(f.name for f in fields(EntryStatus))

@@ -487,6 +487,69 @@ def _share_one_empty_daemons_memory() -> None:
 _share_one_empty_daemons_memory()
 
 
+def _echoes_skip_kopfs_machinery() -> None:
+    """The watch event of our own write of a Service goes to our handler directly.
+
+    Each published Service comes back through kopf twice as an echo of our
+    writes (the finalizer, the result): a MODIFIED event whose object is
+    exactly what the write's answer said (same uid and resourceVersion).
+    kopf's per-event work for it (memories, three loggers, causes, handler
+    state, an empty patch) is about half of what an event costs the
+    controller, and does nothing for a kind that only has event handlers.
+    For those events only, our handler is called as kopf would call it; every
+    other event, and every event of a kind with any other kopf handler
+    (index, change, daemon, timer), goes the normal way.  Only applied when
+    kopf's processor has the shape this relies on.
+    """
+    import inspect
+
+    from kopf._core.reactor import processing
+
+    original = processing.process_resource_event
+    if getattr(original, "_interlook_patched", False):
+        return
+    if not {"raw_event", "resource", "registry"} <= inspect.signature(original).parameters.keys():
+        return
+    processing.process_resource_event = echoes_to_our_handler(original)  # type: ignore[assignment]
+
+
+def echoes_to_our_handler(original: Callable[..., Any]) -> Callable[..., Any]:
+    """kopf's event processor, but an echo of our own write of a Service goes straight to _on_service."""
+    only_events: dict[Any, bool] = {}
+
+    def events_only(registry: Any, resource: Any) -> bool:
+        known = only_events.get(resource)
+        if known is None:
+            try:
+                known = only_events[resource] = not any(
+                    getattr(registry, kind).has_handlers(resource=resource)
+                    for kind in ("_indexing", "_changing", "_spawning"))
+            except AttributeError:  # another kopf: no shortcut
+                known = only_events[resource] = False
+        return known
+
+    async def process_resource_event(*args: Any, raw_event: Any, resource: Any, registry: Any,
+                                     **kwargs: Any) -> Any:
+        lifecycle = OPERATOR.lifecycle
+        if (raw_event.get("type") == "MODIFIED" and lifecycle is not None
+                and (resource.group, resource.plural) == ("", "services") and events_only(registry, resource)
+                and lifecycle.writer.is_echo(raw_event["object"])):
+            body = raw_event["object"]
+            meta = body.get("metadata") or {}
+            try:
+                await _on_service(body, str(meta.get("namespace")), str(meta.get("name")), "MODIFIED")
+            except Exception:  # as kopf treats an event handler's error: logged, not retried
+                log.exception("handler service_event failed for %s/%s", meta.get("namespace"), meta.get("name"))
+            return None
+        return await original(*args, raw_event=raw_event, resource=resource, registry=registry, **kwargs)
+
+    process_resource_event._interlook_patched = True  # type: ignore[attr-defined]  # noqa: SLF001
+    return process_resource_event
+
+
+_echoes_skip_kopfs_machinery()
+
+
 # ---------------------------------------------------------------- indexes
 
 
@@ -518,12 +581,17 @@ async def namespaces_idx(name: str, labels: Mapping[str, str], **_: Any) -> Any:
 @kopf.on.event(*SERVICES)
 async def service_event(body: Any, namespace: Any, name: str, type: str | None, **_: Any) -> None:
     """Every change of every Service (and each one once at start-up)."""
+    await _on_service(body, namespace, name, type)
+
+
+async def _on_service(body: Mapping[str, Any], namespace: str, name: str, type: str | None) -> None:
     # Kept active or not: a standby that becomes active resumes from this map.
     OPERATOR.indexes.remember_service(namespace, name, None if type == "DELETED" else OPERATOR.summarize(body))
     lifecycle = OPERATOR.lifecycle
     if lifecycle is None or not OPERATOR.active:
         return
     if type == "DELETED":
+        lifecycle.writer.gone((body.get("metadata") or {}).get("uid"))
         await lifecycle.gone(namespace, name)
     else:
         await lifecycle.service_changed(namespace, name, body)

@@ -191,8 +191,9 @@ class KubeApi:
     async def get(self, path: str) -> Any:
         return await self.request("GET", path)
 
-    async def post(self, path: str, body: Mapping[str, Any]) -> Any:
-        return await self.request("POST", path, body)
+    async def post(self, path: str, body: Mapping[str, Any], *, decode: bool = True) -> Any:
+        """``decode`` False: the answer is not needed (an Event, a claim), {} is returned without parsing it."""
+        return await self.request("POST", path, body, decode=decode)
 
     async def patch(self, path: str, body: Mapping[str, Any], content_type: str = MERGE_PATCH) -> Any:
         return await self.request("PATCH", path, body, content_type=content_type)
@@ -201,7 +202,7 @@ class KubeApi:
         return await self.request("DELETE", path, body)
 
     async def request(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
-                      content_type: str = JSON) -> Any:
+                      content_type: str = JSON, decode: bool = True) -> Any:
         """The decoded JSON answer; KubeApiError on an error status."""
         headers = {"Accept": JSON, **self.credentials.auth_headers()}
         data = None
@@ -224,7 +225,7 @@ class KubeApi:
             if status >= 400:
                 raise _error(status, reason, content, method, path)
             break
-        return json.loads(content) if content else {}
+        return json.loads(content) if content and decode else {}
 
     # -- internals ---------------------------------------------------------------
     def _client(self) -> aiohttp.ClientSession:

@@ -25,7 +25,7 @@ import asyncio
 import itertools
 import logging
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Collection, Mapping
 
 from controller.messages import Service
@@ -489,7 +489,7 @@ class ServiceLifecycle:
             if read is not None:
                 service = read
         annotations = (body.get("metadata") or {}).get("annotations") or {}
-        return replace(service, public_ip=annotations.get(self.scope.key(PUBLIC_IP), ""))
+        return service.but(public_ip=annotations.get(self.scope.key(PUBLIC_IP), ""))
 
     # -- peering ------------------------------------------------------------------------------
     def tasks(self) -> list[asyncio.Task[None]]:

@@ -13,7 +13,7 @@ says how to read the cluster's id (for the instance id, controller/instance.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
 from controller.extension import PROVIDER, BaseExtension, ExtensionContext
@@ -87,7 +87,7 @@ class KubernetesProvider(BaseExtension):
 
     async def forget_service(self, service: Service, info: str = "") -> None:
         """Like forget, with what is known of the service (its address) for the steps to undo."""
-        await self._push(Message(Action.DELETE, replace(service, provider=self.name), info=info))
+        await self._push(Message(Action.DELETE, service.but(provider=self.name), info=info))
 
     async def _push(self, message: Message) -> None:
         queue = getattr(self, "send_queue", None)

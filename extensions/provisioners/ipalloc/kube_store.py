@@ -69,7 +69,7 @@ class KubeStore:
         }
         for _ in range(5):
             try:
-                await self.api.post(COLLECTION, body)
+                await self.api.post(COLLECTION, body, decode=False)
                 return holder
             except KubeApiError as exc:
                 if exc.status != 409:

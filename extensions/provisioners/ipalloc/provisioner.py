@@ -33,7 +33,6 @@ from __future__ import annotations
 import ipaddress
 import sys
 from collections import Counter
-from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
 from controller.extension import PROVISIONER, BaseExtension, ExtensionContext
@@ -383,7 +382,7 @@ def _namespace_key(holder: Any) -> tuple[str, str]:
 
 
 def _with_ip(service: Any, ip: str) -> Any:
-    return replace(service, public_ip=ip)
+    return service.but(public_ip=ip)
 
 
 def _ip_key(ip: str) -> int:
