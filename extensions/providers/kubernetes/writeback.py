@@ -220,6 +220,7 @@ class StatusWriter:
             if target.task is not None:
                 target.task.cancel()
         self._targets.clear()
+        self._echoes.clear()
 
     async def idle(self) -> None:
         """Wait until every pending write is done (tests, shutdown)."""
