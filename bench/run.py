@@ -39,6 +39,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +65,25 @@ from tests.chaos.harness import (
 )
 
 RESULTS = ROOT / "bench" / "results"
+# A fixed piece of the controller's kind of work (JSON of a Service, dict walks, small calls), timed in CPU.
+CALIBRATION = """
+import json, time
+body = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc-00001", "namespace": "bench",
+        "uid": "2f1c", "resourceVersion": "1234", "annotations": {f"interlook.io/k{i}": "v" * 40 for i in range(8)},
+        "managedFields": [{"manager": f"m{i}", "operation": "Update", "fieldsV1": {f"f:{j}": {} for j in range(20)}}
+                          for i in range(3)]},
+        "spec": {"type": "ClusterIP", "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
+text = json.dumps(body)
+def summary(b):
+    meta = b.get("metadata") or {}
+    return {"name": meta.get("name"), "annotations": {k: v for k, v in meta["annotations"].items()
+                                                      if k.startswith("interlook.io/")}}
+start = time.process_time()
+for _ in range(20000):
+    summary(json.loads(text))
+    json.dumps(body["metadata"]["annotations"])
+print((time.process_time() - start) * 1000)
+"""
 NAMESPACE = "bench"
 IDLE_NAMESPACE = "bench-idle"
 # BENCH_IDLE (10,000) Services live in one namespace: far over the default
@@ -523,6 +543,23 @@ class Bench:
             await asyncio.sleep(0.25)
         return False
 
+    # -- the machine's speed now --------------------------------------------------------
+    def calibrate(self) -> None:
+        """The CPU time of a fixed piece of Python work, in the controller's interpreter, right now.
+
+        This machine's speed drifts through the day (shared cores): the same
+        code measured 5.6 ms per Service at one hour and 6.3 to 6.9 ms at
+        another.  CPU per Service divided by this figure compares runs made at
+        different times (``cpu_per_service_in_calibrations``).
+        """
+        samples = []
+        for _ in range(3):
+            out = subprocess.run([str(CONTROLLER_VENV / "bin/python"), "-c", CALIBRATION], check=True,
+                                 capture_output=True, text=True).stdout
+            samples.append(float(out.strip()))
+        self.result["calibration"] = {"ms": min(samples), "samples_ms": samples}
+        log(f"calibration: {min(samples):.1f} ms of CPU for the fixed work (best of 3: {samples})")
+
     # -- the run ----------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
         assert self.controller is not None
@@ -536,6 +573,7 @@ class Bench:
             await asyncio.sleep(2)
             self.windows["startup"] = (started_wall, time.time())
             await self.floor(kube)
+            await asyncio.to_thread(self.calibrate)
             await self.burst(kube, nodes)
             await self.delete_all(kube)
             await self.scale(kube, nodes)
@@ -613,6 +651,10 @@ class Bench:
             "cpu_ms_per_unmanaged_event": rounded(r.get("floor", {}).get("controller_cpu_ms_per_event"), 3),
             "cpu_ms_per_service": rounded(burst["controller_cpu_s"] * 1000 / burst["services"], 2)
             if burst.get("services") else None,
+            "calibration_ms": rounded(r.get("calibration", {}).get("ms"), 1),
+            "cpu_per_service_in_calibrations": rounded(
+                burst["controller_cpu_s"] * 1000 / burst["services"] / r["calibration"]["ms"], 4)
+            if burst.get("services") and r.get("calibration") else None,
             "restart_services": self.idle if restart else 0,
             # SIGTERM and SIGKILL restarts with nothing changed: the slower one, and sums.
             "restart_confirm_s": rounded(max((run["confirm_s"] for run in unchanged), default=None), 1),
