@@ -22,6 +22,15 @@ else
 fi
 "$KUBECTL" apply -f crds/ >&2
 "$KUBECTL" wait --for=condition=Established --timeout=60s -f crds/ >&2
+# A CRD that is Established may still answer 429 "storage is (re)initializing" for a
+# moment; kopf would log that as an ERROR (and retry).  Wait until each one lists.
+for crd in crds/*.yaml; do
+  plural="$("$KUBECTL" get -f "$crd" -o jsonpath='{.spec.names.plural}.{.spec.group}')"
+  for _ in $(seq 1 60); do
+    "$KUBECTL" get "$plural" -A --request-timeout=5s >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+done
 
 cat >&2 <<MSG
 
