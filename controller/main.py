@@ -514,16 +514,23 @@ def _echoes_skip_kopfs_machinery() -> None:
 
 
 def echoes_to_our_handler(original: Callable[..., Any]) -> Callable[..., Any]:
-    """kopf's event processor, but an echo of our own write of a Service goes straight to _on_service."""
+    """kopf's event processor, but an echo of our own write of a Service goes straight to _on_service.
+
+    Only while ``service_event`` (unfiltered) is the one kopf handler of the kind: what kopf would call.
+    """
     only_events: dict[Any, bool] = {}
 
     def events_only(registry: Any, resource: Any) -> bool:
         known = only_events.get(resource)
         if known is None:
             try:
+                watching = [h for h in registry._watching.get_all_handlers()  # noqa: SLF001
+                            if h.selector is None or h.selector.check(resource)]
                 known = only_events[resource] = not any(
                     getattr(registry, kind).has_handlers(resource=resource)
-                    for kind in ("_indexing", "_changing", "_spawning"))
+                    for kind in ("_indexing", "_changing", "_spawning")
+                ) and [(h.fn, h.labels, h.annotations, h.when, h.field) for h in watching] == [
+                    (service_event, None, None, None, None)]  # our one handler, unfiltered: what we call
             except AttributeError:  # another kopf: no shortcut
                 known = only_events[resource] = False
         return known

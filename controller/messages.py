@@ -114,6 +114,9 @@ class Service:
         on every call: several times per Service and step, about 3 % of the
         controller's CPU per Service (bench/RESULTS.md).
         """
+        unknown = changes.keys() - _SERVICE_FIELD_SET
+        if unknown:
+            raise TypeError(f"Service has no field {', '.join(sorted(unknown))}")
         new = object.__new__(Service)
         for name in _SERVICE_FIELDS:
             object.__setattr__(new, name, changes[name] if name in changes else getattr(self, name))
@@ -211,3 +214,4 @@ class Message:
 
 
 _SERVICE_FIELDS = tuple(f.name for f in fields(Service))
+_SERVICE_FIELD_SET = frozenset(_SERVICE_FIELDS)

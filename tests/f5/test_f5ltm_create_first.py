@@ -182,3 +182,30 @@ async def test_policy_mode_creates_the_pool_first_too(bigip: F5Simulator, provis
     assert ("GET", pool_path()) not in sent
     assert ("POST", POOLS) in sent
     assert bigip.state.pools[path_of()]["description"] == mark_of()
+
+
+async def test_after_the_start_up_view_expired_a_name_that_held_objects_is_read_first(bigip: F5Simulator,
+                                                                                       provisioner_factory):
+    first = await provisioner_factory()
+    assert (await first.handle(message(Action.ADD, service()))).error == ""
+    now = [1000.0]
+    f5 = await provisioner_factory(clock=lambda: now[0])  # a restart: the objects are there at start-up
+    now[0] += 3600  # a resync longer than the start-up view lives
+    sent = spy(f5)
+
+    reply = await f5.handle(message(Action.ADD, service()))
+
+    assert reply.error == ""
+    sent = [(m, p) for m, p in sent if not p.startswith("/mgmt/shared/authn")]  # the token expired too
+    assert sent[0] == ("GET", pool_path())  # not a refused create
+    assert [m for m, _ in sent].count("POST") == 0
+
+
+async def test_a_refused_create_lets_go_of_the_node_it_made(bigip: F5Simulator, provisioner_factory):
+    f5 = await provisioner_factory()
+    await f5._bigip.request("POST", POOLS, {"name": name_of(), "partition": "Common", "description": "mine"})
+
+    reply = await f5.handle(message(Action.ADD, service(targets=(("10.0.0.9", 30080, 1),))))
+
+    assert "held by something other than Interlook" in reply.error
+    assert "/Common/10.0.0.9" not in bigip.state.nodes  # made for the pool, let go when it was not ours

@@ -7,9 +7,11 @@ our handler.  Everything else goes through kopf as before.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import kopf
 import pytest
 from kopf._cogs.structs.references import Resource
 from kopf._core.intents import registries
@@ -20,6 +22,7 @@ from extensions.providers.kubernetes.contract import Scope
 from extensions.providers.kubernetes.writeback import StatusWriter
 
 SERVICES = Resource(group="", version="v1", plural="services")
+OURS = kopf.get_default_registry()  # what controller/main.py registered
 SLICES = Resource(group="discovery.k8s.io", version="v1", plural="endpointslices")
 
 
@@ -106,7 +109,7 @@ async def test_an_echo_goes_to_our_handler_without_kopf(wired) -> None:
     process = main.echoes_to_our_handler(kopf)
 
     answer = await process(raw_event={"type": "MODIFIED", "object": service("11")}, resource=SERVICES,
-                           registry=registries.OperatorRegistry())
+                           registry=OURS)
 
     assert answer is None
     assert handled == [("ns", "web", "MODIFIED")]
@@ -125,7 +128,7 @@ async def test_every_other_event_goes_through_kopf(wired, event: dict[str, Any])
     kopf = Processor()
 
     answer = await main.echoes_to_our_handler(kopf)(raw_event=event, resource=SERVICES,
-                                                    registry=registries.OperatorRegistry())
+                                                    registry=OURS)
 
     assert answer == "kopf"
     assert kopf.events == [event]
@@ -136,15 +139,38 @@ async def test_other_kinds_and_kinds_with_other_kopf_handlers_go_through_kopf(wi
     status, handled = wired
     await status.add_finalizer("ns", "web", "interlook.io/finalizer", service("10"))
     with_index = registries.OperatorRegistry()
+    with_index._watching = OURS._watching  # noqa: SLF001
     with_index._indexing = Handlers(plural="services")  # type: ignore[assignment]  # noqa: SLF001
     kopf = Processor()
     process = main.echoes_to_our_handler(kopf)
     echo = {"type": "MODIFIED", "object": service("11")}
 
-    assert await process(raw_event=echo, resource=SLICES, registry=registries.OperatorRegistry()) == "kopf"
+    assert await process(raw_event=echo, resource=SLICES, registry=OURS) == "kopf"
     assert await process(raw_event=echo, resource=SERVICES, registry=with_index) == "kopf"
     assert handled == []
     assert status.is_echo(service("11"))  # neither consumed it
+
+
+@pytest.mark.parametrize("change", ["second handler", "filtered"])
+async def test_a_service_event_handler_other_than_ours_sends_echoes_through_kopf(wired, change: str) -> None:
+    """Our handler is all the short path calls: another one (or a filter on ours) must see every event."""
+    status, handled = wired
+    await status.add_finalizer("ns", "web", "interlook.io/finalizer", service("10"))
+    registry = registries.OperatorRegistry()
+    ours = [h for h in OURS._watching.get_all_handlers() if h.id == "service_event"]  # noqa: SLF001
+    assert len(ours) == 1
+    if change == "second handler":
+        registry._watching.append(ours[0])  # noqa: SLF001
+        registry._watching.append(dataclasses.replace(ours[0], id="other", fn=lambda **_: None))  # noqa: SLF001
+    else:
+        registry._watching.append(dataclasses.replace(ours[0], labels={"team": "a"}))  # noqa: SLF001
+    kopf_processor = Processor()
+
+    answer = await main.echoes_to_our_handler(kopf_processor)(
+        raw_event={"type": "MODIFIED", "object": service("11")}, resource=SERVICES, registry=registry)
+
+    assert answer == "kopf"
+    assert handled == []
 
 
 def test_the_patch_is_applied_to_the_kopf_we_ship_with() -> None:

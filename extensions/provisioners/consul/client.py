@@ -41,8 +41,9 @@ from extensions.tls import verify_setting
 REQUEST_TIMEOUT = 10.0
 # Seconds a start-up read of every record we hold may take (one large answer).
 BULK_TIMEOUT = 60.0
-# Consul refuses a transaction of more than 128 operations; a record takes 3 (node, service, check).
-MAX_RECORDS_PER_TXN = 128 // 3
+# Consul refuses a transaction of more than 64 operations before 1.14 (128 since); a record takes 3
+# (node, service, check).
+MAX_RECORDS_PER_TXN = 64 // 3
 
 
 class ConsulException(Exception):

@@ -119,6 +119,8 @@ class F5Provisioner(BaseExtension):
         # Entries this process has sent work for since start-up (until a delete removed everything of
         # theirs): their objects may exist, so they are read before any write (see _create_first).
         self._handled: set[str] = set()
+        # Names that held a pool or virtual server (anyone's) at start-up, until their entry is handled.
+        self._present: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------
     async def setup(self) -> None:
@@ -154,6 +156,7 @@ class F5Provisioner(BaseExtension):
         self._known, self._legacy = None, None
         self._nodes.clear()
         self._handled.clear()
+        self._present.clear()
         self._routes = {}
         try:
             pools = await self._list(f"{POOL}?expandSubcollections=true")
@@ -171,6 +174,7 @@ class F5Provisioner(BaseExtension):
         self._legacy = {str(item.get("name")) for item in [*pools, *virtuals, *(r for v in rules.values() for r in v)]
                         if _at_legacy_name(item, self.instance_id)}
         self._nodes = {str(item.get("name")) for item in nodes}
+        self._present = {str(item.get("name")) for item in [*pools, *virtuals]}
         expires = self.clock() + KNOWN_TTL
         self._routes = {policy: PolicyRoutes(policy, generations.get(policy), items, expires=expires)
                         for policy, items in rules.items()}
@@ -245,6 +249,7 @@ class F5Provisioner(BaseExtension):
         seen = self._seen(service)
         create_first = publish and self._create_first(service, seen)
         self._handled.add(service.name)
+        self._present.discard(object_name(self.instance_id, service.name))
         try:
             if publish:
                 await self._publish(service, seen=seen, create_first=create_first)
@@ -270,7 +275,9 @@ class F5Provisioner(BaseExtension):
         """
         if seen is not None or self._legacy is None or service.name in self._handled:
             return False
-        return legacy_object_name(service.name) not in self._legacy
+        # After the start-up view expired (a long resync), a name that held objects then is read first.
+        return (legacy_object_name(service.name) not in self._legacy
+                and object_name(self.instance_id, service.name) not in self._present)
 
     # -- what a service becomes ------------------------------------------------
     @property
@@ -427,7 +434,12 @@ class F5Provisioner(BaseExtension):
                 await self._remove_rule(other, service, name, seen=seen)
 
     async def _create_pool(self, service: Service, name: str) -> str:
-        """Create the pool at ``name`` without reading first; taken (409): read it and handle it as usual."""
+        """Create the pool at ``name`` without reading first; taken (409): read it and handle it as usual.
+
+        Nodes this call made for the pool are let go again when the pool
+        turns out to be someone else's: nothing of ours may stay behind for it.
+        """
+        made = {m.host for m in self._members(service)} - self._nodes
         try:
             return await self._ensure_pool(service, name, None)
         except BigIPError as exc:
@@ -436,7 +448,11 @@ class F5Provisioner(BaseExtension):
             current = await self._read_pool(name, None)
             if current is None:
                 raise
+        try:
             return await self._ensure_pool(service, name, current)
+        except PlanError:
+            await self._release_nodes(made)
+            raise
 
     async def _ensure_pool(self, service: Service, name: str, current: dict[str, Any] | None) -> str:
         """The pool at ``name`` as wanted; ``current``: the pool there as just read (None: none)."""
