@@ -209,3 +209,18 @@ async def test_a_refused_create_lets_go_of_the_node_it_made(bigip: F5Simulator, 
 
     assert "held by something other than Interlook" in reply.error
     assert "/Common/10.0.0.9" not in bigip.state.nodes  # made for the pool, let go when it was not ours
+
+
+async def test_a_refused_create_leaves_another_instances_node_alone(bigip: F5Simulator, provisioner_factory):
+    """The node another Interlook made for the same host is used, and never let go by us."""
+    f5 = await provisioner_factory()
+    await f5._bigip.request("POST", "/mgmt/tm/ltm/node", {"name": "10.0.0.9", "partition": "Common",
+                                                         "address": "10.0.0.9",
+                                                         "description": mark_of("node", instance="site-b")})
+    await f5._bigip.request("POST", POOLS, {"name": name_of(), "partition": "Common", "description": "mine"})
+    before = dict(bigip.state.nodes["/Common/10.0.0.9"])
+
+    reply = await f5.handle(message(Action.ADD, service(targets=(("10.0.0.9", 30080, 1),))))
+
+    assert "held by something other than Interlook" in reply.error
+    assert bigip.state.nodes["/Common/10.0.0.9"] == before

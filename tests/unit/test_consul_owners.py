@@ -1,4 +1,4 @@
-"""Which entries the start-up read counts as holding Consul records (records.Known.owners, provisioner._may_hold)."""
+"""Which entries the start-up read counts as holding Consul records (Known.owners, then extensions/kit/fresh.py)."""
 
 from __future__ import annotations
 

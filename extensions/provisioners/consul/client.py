@@ -133,7 +133,7 @@ class ConsulCatalog:
     # -- writes -------------------------------------------------------------
     async def write(self, record: Record, modify_index: int) -> None:
         """Register the record's node, service and check at once, over the node version we read."""
-        await self._transaction(record.transaction(modify_index))
+        await self.write_all([(record, modify_index)])
 
     async def write_all(self, writes: Iterable[tuple[Record, int]]) -> None:
         """Register several records in one transaction: all of them, or none if one node is not the version read.

@@ -21,13 +21,13 @@ remove.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 from controller.extension import PROVISIONER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message
+from extensions.kit.fresh import MayHold
 from extensions.kit.orphans import OrphanSweep
 from extensions.provisioners.consul.client import (
     MAX_RECORDS_PER_TXN,
@@ -66,8 +66,8 @@ class ConsulProvisioner(BaseExtension):
         self.clock = clock
         self.catalog = ConsulCatalog(config)
         self._known: Known | None = None
-        # Entries that may hold records of ours (see the module docstring); None: unknown, read every entry.
-        self._may_hold: set[str] | None = None
+        # Entries that may hold records of ours (see the module docstring and extensions/kit/fresh.py).
+        self._may_hold = MayHold()
 
     # -- lifecycle ------------------------------------------------------------
     async def setup(self) -> None:
@@ -96,7 +96,7 @@ class ConsulProvisioner(BaseExtension):
 
     async def teardown(self) -> None:
         self._known = None
-        self._may_hold = None
+        self._may_hold.forget()
         await self.catalog.close()
 
     async def _load_known(self) -> None:
@@ -108,14 +108,14 @@ class ConsulProvisioner(BaseExtension):
         normal way.
         """
         self._known = None
-        self._may_hold = None
+        self._may_hold.forget()
         try:
             nodes = await self.catalog.managed_records()
         except (ConsulUnreachable, ConsulException) as exc:
             self.log.info("no bulk read of our records (%s): entries are read one by one", self._clean(exc))
             return
         known = Known(nodes, self.instance_id, loaded_at=self.clock(), ttl=KNOWN_TTL)
-        self._may_hold = known.owners()
+        self._may_hold.load(known.owners())
         if len(known):
             self._known = known
             self.log.info("%d entries hold records in Consul: unchanged ones are confirmed without a request",
@@ -169,7 +169,7 @@ class ConsulProvisioner(BaseExtension):
             outcome = await self._sync_entry(message.service.name, [])
         except (ConsulUnreachable, ConsulException) as exc:
             return message.failed(self._describe(exc))
-        self._holds_nothing(message.service.name)
+        self._may_hold.holds_nothing(message.service.name)
         self._log_outcome(message.service.name, outcome)
         return message.reply()
 
@@ -181,7 +181,7 @@ class ConsulProvisioner(BaseExtension):
         """
         if trust_view and self._unchanged(owner, desired):
             return Outcome()
-        if trust_view and self._fresh(owner):
+        if trust_view and self._may_hold.fresh(owner):
             if not desired:
                 return Outcome()  # it never held a record: nothing to remove
             if len(desired) <= MAX_RECORDS_PER_TXN:
@@ -189,7 +189,7 @@ class ConsulProvisioner(BaseExtension):
                     return await self._create_entry(owner, desired)
                 except ConcurrentChange:
                     pass  # a node already holds one of its names: the full read says whose
-        self._may_write(owner)
+        self._may_hold.writing(owner)
         states = {r.name: await self.catalog.read_name(r.name) for r in desired}
         plan: Plan = plan_entry(desired, states, await self.catalog.entry_nodes(owner, self.instance_id))
         if plan.conflicts:
@@ -205,23 +205,9 @@ class ConsulProvisioner(BaseExtension):
         plan = plan_entry(desired, states, ())
         if plan.conflicts:
             return Outcome(conflicts=plan.conflicts)
-        self._may_write(owner)
+        self._may_hold.writing(owner)
         await self.catalog.write_all(plan.write)
         return Outcome(written=tuple(r for r, _ in plan.write))
-
-    def _fresh(self, owner: str) -> bool:
-        """True when ``owner`` cannot hold a record of ours: not in the start-up read, never written for since."""
-        return self._may_hold is not None and owner not in self._may_hold
-
-    def _may_write(self, owner: str) -> None:
-        # Before the write, whatever its outcome: a timed-out write may still have landed.
-        if self._may_hold is not None:
-            self._may_hold.add(sys.intern(owner))
-
-    def _holds_nothing(self, owner: str) -> None:
-        """Every record of ``owner`` is gone (a delete went through): it is fresh again; the set stays small."""
-        if self._may_hold is not None:
-            self._may_hold.discard(owner)
 
     async def _owners(self) -> set[str]:
         """Entries that own a node marked with our instance (never another's, never a legacy one)."""
@@ -235,7 +221,7 @@ class ConsulProvisioner(BaseExtension):
         except ConcurrentChange:
             self.log.info("a record of %s changed meanwhile; the next pass decides", owner)
             return
-        self._holds_nothing(owner)
+        self._may_hold.holds_nothing(owner)
         for name in outcome.removed:
             self.log.info("removed orphan record %s (entry %s no longer exists)", name, owner)
 

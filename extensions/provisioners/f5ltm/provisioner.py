@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 from controller.extension import PROVISIONER, BaseExtension, ExtensionContext
 from controller.messages import Action, Message, Service
+from extensions.kit.fresh import MayHold
 from extensions.kit.orphans import sweep_forever
 from extensions.kit.ownership import Ownership, Verdict, parse_text
 from extensions.provisioners.f5ltm.client import BigIPClient, BigIPError, BigIPUnreachable, uri_id
@@ -116,11 +117,9 @@ class F5Provisioner(BaseExtension):
         self._routes: dict[str, PolicyRoutes] = {}
         # Claiming host names is check-then-write: two of our Services asking one name at once must take turns.
         self._claims = asyncio.Lock()
-        # Entries this process has sent work for since start-up (until a delete removed everything of
-        # theirs): their objects may exist, so they are read before any write (see _create_first).
-        self._handled: set[str] = set()
-        # Names that held a pool or virtual server (anyone's) at start-up, until their entry is handled.
-        self._present: set[str] = set()
+        # Entries whose objects may exist (ours at start-up, or worked on since): read before any write
+        # (see _create_first and extensions/kit/fresh.py).
+        self._may_hold = MayHold()
 
     # -- lifecycle -----------------------------------------------------------
     async def setup(self) -> None:
@@ -155,8 +154,7 @@ class F5Provisioner(BaseExtension):
         """
         self._known, self._legacy = None, None
         self._nodes.clear()
-        self._handled.clear()
-        self._present.clear()
+        self._may_hold.forget()
         self._routes = {}
         try:
             pools = await self._list(f"{POOL}?expandSubcollections=true")
@@ -174,7 +172,8 @@ class F5Provisioner(BaseExtension):
         self._legacy = {str(item.get("name")) for item in [*pools, *virtuals, *(r for v in rules.values() for r in v)]
                         if _at_legacy_name(item, self.instance_id)}
         self._nodes = {str(item.get("name")) for item in nodes}
-        self._present = {str(item.get("name")) for item in [*pools, *virtuals]}
+        marks = (parse_text(item.get("description")) for item in [*pools, *virtuals])
+        self._may_hold.load(mark.entry for mark in marks if mark is not None and self.ownership.is_own(mark))
         expires = self.clock() + KNOWN_TTL
         self._routes = {policy: PolicyRoutes(policy, generations.get(policy), items, expires=expires)
                         for policy, items in rules.items()}
@@ -212,6 +211,7 @@ class F5Provisioner(BaseExtension):
 
     async def teardown(self) -> None:
         self._known = None
+        self._may_hold.forget()
         if self.client is not None:
             await self.client.close()
             self.client = None
@@ -226,7 +226,7 @@ class F5Provisioner(BaseExtension):
         # What the start-up view holds of the owner is dropped: it must not answer for it again.
         self._seen(Service(name=owner))
         await self._unpublish(Service(name=owner), adopt=False)
-        self._handled.discard(owner)
+        self._may_hold.holds_nothing(owner)
         self.log.info("removed the objects of %s: its entry no longer exists", owner)
 
     async def _owners(self) -> set[str]:
@@ -248,14 +248,13 @@ class F5Provisioner(BaseExtension):
         service = message.service
         seen = self._seen(service)
         create_first = publish and self._create_first(service, seen)
-        self._handled.add(service.name)
-        self._present.discard(object_name(self.instance_id, service.name))
+        self._may_hold.writing(service.name)
         try:
             if publish:
                 await self._publish(service, seen=seen, create_first=create_first)
             else:
                 await self._unpublish(service, seen=seen)
-                self._handled.discard(service.name)  # nothing of it is left: as new again
+                self._may_hold.holds_nothing(service.name)  # nothing of it is left: as new again
         except (BigIPError, BigIPUnreachable, PlanError) as exc:
             self._nodes.clear()  # a node removed behind our back must be read again
             self.log.warning("%s %s: %s", message.action, service.name, exc)
@@ -265,19 +264,18 @@ class F5Provisioner(BaseExtension):
     def _create_first(self, service: Service, seen: Seen | None) -> bool:
         """May the entry's pool and virtual server be created without reading first?
 
-        Yes for its first message in this process, when the start-up read
-        showed nothing at its legacy name and no start-up view answers for it:
-        its objects then exist only if someone made them meanwhile, and a
-        create at a taken name is refused by the BIG-IP (409), after which the
-        entry is read and handled the usual way.  Saves two reads of a new
-        Service (half of its requests); costs one refused create, then the
-        reads, in the rare other case.
+        Yes when the entry is fresh (extensions/kit/fresh.py: none of our
+        objects at start-up, no work for it since), nothing was at its legacy
+        name at start-up and no start-up view answers for it: its objects then
+        exist only if someone made them meanwhile, and a create at a taken name
+        is refused by the BIG-IP (409), after which the entry is read and
+        handled the usual way.  Saves two reads of a new Service (half of its
+        requests); costs one refused create, then the reads, in the rare other
+        case.
         """
-        if seen is not None or self._legacy is None or service.name in self._handled:
+        if seen is not None or self._legacy is None:
             return False
-        # After the start-up view expired (a long resync), a name that held objects then is read first.
-        return (legacy_object_name(service.name) not in self._legacy
-                and object_name(self.instance_id, service.name) not in self._present)
+        return self._may_hold.fresh(service.name) and legacy_object_name(service.name) not in self._legacy
 
     # -- what a service becomes ------------------------------------------------
     @property
