@@ -26,7 +26,7 @@ import functools
 import logging
 import os
 import random
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import kopf
 
@@ -487,19 +487,22 @@ def _share_one_empty_daemons_memory() -> None:
 _share_one_empty_daemons_memory()
 
 
-def _echoes_skip_kopfs_machinery() -> None:
-    """The watch event of our own write of a Service goes to our handler directly.
+def _our_kinds_skip_kopfs_machinery() -> None:
+    """Watch events of Services and EndpointSlices go to our handlers directly, once kopf has indexed.
 
-    Each published Service comes back through kopf twice as an echo of our
-    writes (the finalizer, the result): a MODIFIED event whose object is
-    exactly what the write's answer said (same uid and resourceVersion).
-    kopf's per-event work for it (memories, three loggers, causes, handler
-    state, an empty patch) is about half of what an event costs the
-    controller, and does nothing for a kind that only has event handlers.
-    For those events only, our handler is called as kopf would call it; every
-    other event, and every event of a kind with any other kopf handler
-    (index, change, daemon, timer), goes the normal way.  Only applied when
-    kopf's processor has the shape this relies on.
+    Each published Service costs the controller about four watch events:
+    its creation, its EndpointSlice, and the echoes of our own writes (the
+    finalizer, the result).  kopf's per-event work for them (memories, three
+    loggers, diff-base essences, causes, handler state, an empty patch) was
+    about half of what an event costs, and does nothing for a kind whose
+    only kopf handlers are ours: an unfiltered event handler, and for
+    EndpointSlices the index the Services' targets are read from.  For
+    those kinds, once kopf's start-up indexing is over, an event updates the
+    index as kopf would and calls our handler as kopf would.  A kind with
+    any other handler (another event handler, a filter, a change handler,
+    a daemon, a timer), and every event before the indexes are complete,
+    goes the normal way.  Only applied when kopf's processor has the shape
+    this relies on (tests/unit/test_kopf_direct.py).
     """
     import inspect
 
@@ -508,66 +511,111 @@ def _echoes_skip_kopfs_machinery() -> None:
     original = processing.process_resource_event
     if getattr(original, "_interlook_patched", False):
         return
-    if not {"raw_event", "resource", "registry"} <= inspect.signature(original).parameters.keys():
+    wanted = {"raw_event", "resource", "registry", "indexers", "memories", "operator_indexed", "resource_indexed"}
+    if not wanted <= inspect.signature(original).parameters.keys():
         return
-    processing.process_resource_event = echoes_to_our_handler(original)  # type: ignore[assignment]
+    processing.process_resource_event = straight_to_our_handlers(original)  # type: ignore[assignment]
 
 
-def echoes_to_our_handler(original: Callable[..., Any]) -> Callable[..., Any]:
-    """kopf's event processor, but an echo of our own write of a Service goes straight to _on_service.
+Direct = Callable[[Mapping[str, Any], Any, Any], Awaitable[None]]
 
-    Only while ``service_event`` (unfiltered) is the one kopf handler of the kind: what kopf would call.
-    """
-    only_events: dict[Any, bool] = {}
 
-    def events_only(registry: Any, resource: Any) -> bool:
-        known = only_events.get(resource)
-        if known is None:
-            try:
-                watching = [h for h in registry._watching.get_all_handlers()  # noqa: SLF001
-                            if h.selector is None or h.selector.check(resource)]
-                known = only_events[resource] = not any(
-                    getattr(registry, kind).has_handlers(resource=resource)
-                    for kind in ("_indexing", "_changing", "_spawning")
-                ) and [(h.fn, h.labels, h.annotations, h.when, h.field) for h in watching] == [
-                    (service_event, None, None, None, None)]  # our one handler, unfiltered: what we call
-            except AttributeError:  # another kopf: no shortcut
-                known = only_events[resource] = False
-        return known
+def straight_to_our_handlers(original: Callable[..., Any]) -> Callable[..., Any]:
+    """kopf's event processor, but the events of our kinds go straight to our handlers once indexed."""
+    directs: dict[Any, Direct | None] = {}
+
+    def handlers(registry: Any, kind: str, resource: Any) -> list[tuple[Any, ...]]:
+        return [(h.fn, h.labels, h.annotations, h.when, h.field) for h in getattr(registry, kind).get_all_handlers()
+                if h.selector is None or h.selector.check(resource)]
+
+    def direct_for(registry: Any, resource: Any) -> Direct | None:
+        known = directs.get(resource, False)
+        if known is not False:
+            return known  # type: ignore[return-value]
+        direct: Direct | None = None
+        try:
+            others = any(getattr(registry, kind).has_handlers(resource=resource) for kind in ("_changing", "_spawning"))
+            watching, indexing = handlers(registry, "_watching", resource), handlers(registry, "_indexing", resource)
+            if others:
+                pass
+            elif watching == [(service_event, None, None, None, None)] and not indexing:
+                direct = _service_direct
+            elif watching == [(endpoints_changed, None, None, None, None)] \
+                    and indexing == [(endpoints_idx, SLICE_LABELS, None, None, None)]:
+                index_id = next(h.id for h in registry._indexing.get_all_handlers()  # noqa: SLF001
+                                if h.fn is endpoints_idx)
+                direct = functools.partial(_slice_direct, index_id)
+        except AttributeError:  # another kopf: no shortcut
+            direct = None
+        directs[resource] = direct
+        return direct
 
     async def process_resource_event(*args: Any, raw_event: Any, resource: Any, registry: Any,
                                      **kwargs: Any) -> Any:
-        lifecycle = OPERATOR.lifecycle
-        if (raw_event.get("type") == "MODIFIED" and lifecycle is not None
-                and (resource.group, resource.plural) == ("", "services") and events_only(registry, resource)
-                and lifecycle.writer.is_echo(raw_event["object"])):
-            body = raw_event["object"]
-            meta = body.get("metadata") or {}
-            try:
-                await _on_service(body, str(meta.get("namespace")), str(meta.get("name")), "MODIFIED")
-            except Exception:  # as kopf treats an event handler's error: logged, not retried
-                log.exception("handler service_event failed for %s/%s", meta.get("namespace"), meta.get("name"))
-            return None
+        operator_indexed = kwargs.get("operator_indexed")
+        if kwargs.get("resource_indexed") is None and (operator_indexed is None or operator_indexed.is_on()):
+            direct = direct_for(registry, resource)
+            if direct is not None:
+                try:
+                    await direct(raw_event, kwargs.get("indexers"), kwargs.get("memories"))
+                except Exception:  # as kopf treats an event handler's error: logged, not retried
+                    meta = raw_event["object"].get("metadata") or {}
+                    log.exception("handling %s of %s/%s failed", raw_event.get("type") or "the listing",
+                                  meta.get("namespace"), meta.get("name"))
+                return None
         return await original(*args, raw_event=raw_event, resource=resource, registry=registry, **kwargs)
 
     process_resource_event._interlook_patched = True  # type: ignore[attr-defined]  # noqa: SLF001
     return process_resource_event
 
 
-_echoes_skip_kopfs_machinery()
+async def _service_direct(raw_event: Mapping[str, Any], indexers: Any, memories: Any) -> None:
+    body, type = raw_event["object"], raw_event.get("type")
+    meta = body.get("metadata") or {}
+    if type == "DELETED" and memories is not None:
+        await memories.forget(body)  # what kopf remembered of it from the listing
+    await _on_service(body, str(meta.get("namespace")), str(meta.get("name")), type)
+
+
+async def _slice_direct(index_id: Any, raw_event: Mapping[str, Any], indexers: Any, memories: Any) -> None:
+    """What kopf does for an EndpointSlice event: the index first, then the event handler."""
+    body = raw_event["object"]
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if raw_event.get("type") == "DELETED":
+        indexers.discard(body=body)
+        if memories is not None:
+            await memories.forget(body)
+    else:
+        value = endpoint_slice_index(body, meta.get("namespace"), labels)
+        if value is None:  # no longer ours to index: as kopf does when the filter stops matching
+            indexers[index_id].discard(indexers.make_key(body))
+        else:
+            indexers[index_id].replace(indexers.make_key(body), value)
+    await _on_endpoints(meta.get("namespace"), labels)
+
+
+_our_kinds_skip_kopfs_machinery()
 
 
 # ---------------------------------------------------------------- indexes
 
+# Only the slices that belong to a Service are indexed (a slice that loses the label leaves the index).
+SLICE_LABELS = {SERVICE_NAME_LABEL: kopf.PRESENT}
 
-# Index handlers are coroutines: kopf runs plain functions in a thread pool,
-# which costs a thread hop per event for what is a dictionary lookup.
-@kopf.index(*ENDPOINT_SLICES)
-async def endpoints_idx(body: Any, namespace: Any, labels: Mapping[str, str], **_: Any) -> Any:
+
+def endpoint_slice_index(body: Mapping[str, Any], namespace: Any, labels: Mapping[str, str]) -> Any:
     service = labels.get(SERVICE_NAME_LABEL)
     if not service:
         return None
     return {(namespace, service): summarize_endpoint_slice(body)}
+
+
+# Index handlers are coroutines: kopf runs plain functions in a thread pool,
+# which costs a thread hop per event for what is a dictionary lookup.
+@kopf.index(*ENDPOINT_SLICES, labels=SLICE_LABELS)
+async def endpoints_idx(body: Any, namespace: Any, labels: Mapping[str, str], **_: Any) -> Any:
+    return endpoint_slice_index(body, namespace, labels)
 
 
 @kopf.index(*NODES)
@@ -598,7 +646,6 @@ async def _on_service(body: Mapping[str, Any], namespace: str, name: str, type: 
     if lifecycle is None or not OPERATOR.active:
         return
     if type == "DELETED":
-        lifecycle.writer.gone((body.get("metadata") or {}).get("uid"))
         await lifecycle.gone(namespace, name)
     else:
         await lifecycle.service_changed(namespace, name, body)
@@ -606,6 +653,10 @@ async def _on_service(body: Mapping[str, Any], namespace: str, name: str, type: 
 
 @kopf.on.event(*ENDPOINT_SLICES)
 async def endpoints_changed(namespace: Any, labels: Mapping[str, str], **_: Any) -> None:
+    await _on_endpoints(namespace, labels)
+
+
+async def _on_endpoints(namespace: Any, labels: Mapping[str, str]) -> None:
     service = labels.get(SERVICE_NAME_LABEL)
     lifecycle = OPERATOR.lifecycle
     if service and lifecycle is not None and OPERATOR.active:

@@ -195,8 +195,9 @@ class KubeApi:
         """``decode`` False: the answer is not needed (an Event, a claim), {} is returned without parsing it."""
         return await self.request("POST", path, body, decode=decode)
 
-    async def patch(self, path: str, body: Mapping[str, Any], content_type: str = MERGE_PATCH) -> Any:
-        return await self.request("PATCH", path, body, content_type=content_type)
+    async def patch(self, path: str, body: Mapping[str, Any], content_type: str = MERGE_PATCH, *,
+                    decode: bool = True) -> Any:
+        return await self.request("PATCH", path, body, content_type=content_type, decode=decode)
 
     async def delete(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
         return await self.request("DELETE", path, body)

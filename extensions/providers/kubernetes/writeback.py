@@ -164,33 +164,6 @@ class StatusWriter:
     settle: float = 2.0
     _targets: dict[str, _Target] = field(default_factory=dict)
     writes: int = 0
-    # uid -> the resourceVersion our last write of that Service made, until its watch event (the echo) comes.
-    _echoes: dict[str, str] = field(default_factory=dict)
-
-    def _wrote(self, answer: Any) -> None:
-        """Remember the version a write of ours made: its watch event tells nothing new (see is_echo)."""
-        meta = (answer.get("metadata") or {}) if isinstance(answer, dict) else {}
-        uid, version = meta.get("uid"), meta.get("resourceVersion")
-        if uid and version:
-            self._echoes[uid] = version
-
-    def is_echo(self, body: Mapping[str, Any]) -> bool:
-        """Is this Service, as a watch event shows it, exactly what our last write of it made?  Consumed once.
-
-        The event then holds nothing we did not write: controller/main.py
-        hands it to our handler without kopf's per-event machinery.
-        """
-        meta = body.get("metadata") or {}
-        uid = meta.get("uid")
-        if uid is None or self._echoes.get(uid) != meta.get("resourceVersion"):
-            return False
-        del self._echoes[uid]
-        return True
-
-    def gone(self, uid: str | None) -> None:
-        """The Service is deleted: no echo of it will come."""
-        if uid:
-            self._echoes.pop(uid, None)
 
     def show(self, name: str, presentation: Presentation | None) -> None:
         """Make Service ``name`` (namespace/name) show this; None leaves it as it is."""
@@ -220,7 +193,6 @@ class StatusWriter:
             if target.task is not None:
                 target.task.cancel()
         self._targets.clear()
-        self._echoes.clear()
 
     async def idle(self) -> None:
         """Wait until every pending write is done (tests, shutdown)."""
@@ -274,7 +246,7 @@ class StatusWriter:
             if stale or (written is not None and written != desired):
                 changes: dict[str, str | None] = dict.fromkeys(leftover_keys(body, self.scope))
                 changes.update(desired.annotations)
-                self._wrote(await self.api.patch(path, {"metadata": {"annotations": changes}}))
+                await self.api.patch(path, {"metadata": {"annotations": changes}}, decode=False)
                 self.writes += 1
             is_lb = (body.get("spec") or {}).get("type") == "LoadBalancer"
             if is_lb and desired.ingress_ip is not None:
@@ -282,8 +254,8 @@ class StatusWriter:
                 want = [{"ip": desired.ingress_ip}] if desired.ingress_ip else []
                 have = [{"ip": i.get("ip")} for i in ingress if i.get("ip")]
                 if have != want:
-                    self._wrote(await self.api.patch(f"{path}/status",
-                                                     {"status": {"loadBalancer": {"ingress": want}}}))
+                    await self.api.patch(f"{path}/status", {"status": {"loadBalancer": {"ingress": want}}},
+                                         decode=False)
                     self.writes += 1
         except KubeApiError as exc:
             if exc.status != 404:
@@ -301,11 +273,11 @@ class StatusWriter:
         key = self.scope.key(PUBLIC_IP)
         try:
             if annotations.get(key):
-                self._wrote(await self.api.patch(path, {"metadata": {"annotations": {
-                    key: None, self.scope.key(STATE): UNDEPLOYING}}}))
+                await self.api.patch(path, {"metadata": {"annotations": {
+                    key: None, self.scope.key(STATE): UNDEPLOYING}}}, decode=False)
                 self.writes += 1
             if ((body.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
-                self._wrote(await self.api.patch(f"{path}/status", {"status": {"loadBalancer": {"ingress": []}}}))
+                await self.api.patch(f"{path}/status", {"status": {"loadBalancer": {"ingress": []}}}, decode=False)
                 self.writes += 1
         except KubeApiError as exc:
             if exc.status != 404:
@@ -358,15 +330,14 @@ class StatusWriter:
                 return None
             raise
         self.writes += 1
-        self._wrote(answer)
         return str((answer.get("metadata") or {}).get("resourceVersion") or "")
 
     async def release_finalizer(self, namespace: str, name: str, finalizer: str) -> None:
         """Take our finalizer off a Service; a gone Service is fine."""
         patch = {"metadata": {"$deleteFromPrimitiveList/finalizers": [finalizer]}}
         try:
-            self._wrote(await self.api.patch(service_path(namespace, name), patch,
-                                             content_type=STRATEGIC_MERGE_PATCH))
+            await self.api.patch(service_path(namespace, name), patch, content_type=STRATEGIC_MERGE_PATCH,
+                                 decode=False)
         except KubeApiError as exc:
             if exc.status != 404:
                 raise
