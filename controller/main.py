@@ -522,14 +522,20 @@ Direct = Callable[[Mapping[str, Any], Any, Any], Awaitable[None]]
 
 def straight_to_our_handlers(original: Callable[..., Any]) -> Callable[..., Any]:
     """kopf's event processor, but the events of our kinds go straight to our handlers once indexed."""
-    directs: dict[Any, Direct | None] = {}
+    # Decided once per registry (as it stands: any handler added later, a new decision) and resource.
+    directs: dict[tuple[Any, ...], Direct | None] = {}
 
     def handlers(registry: Any, kind: str, resource: Any) -> list[tuple[Any, ...]]:
         return [(h.fn, h.labels, h.annotations, h.when, h.field) for h in getattr(registry, kind).get_all_handlers()
                 if h.selector is None or h.selector.check(resource)]
 
     def direct_for(registry: Any, resource: Any) -> Direct | None:
-        known = directs.get(resource, False)
+        try:
+            key = (resource, id(registry), *(len(getattr(registry, kind)._handlers)  # noqa: SLF001
+                                             for kind in ("_watching", "_indexing", "_changing", "_spawning")))
+        except AttributeError:  # another kopf: no shortcut
+            return None
+        known = directs.get(key, False)
         if known is not False:
             return known  # type: ignore[return-value]
         direct: Direct | None = None
@@ -547,7 +553,7 @@ def straight_to_our_handlers(original: Callable[..., Any]) -> Callable[..., Any]
                 direct = functools.partial(_slice_direct, index_id)
         except AttributeError:  # another kopf: no shortcut
             direct = None
-        directs[resource] = direct
+        directs[key] = direct
         return direct
 
     async def process_resource_event(*args: Any, raw_event: Any, resource: Any, registry: Any,

@@ -4,8 +4,9 @@ kopf watches; the write-back (annotations, status, Events, the finalizer)
 and the IPAllocation store make a handful of plain JSON requests per
 Service.  The official client is blocking: each call costs a thread hop, and
 its urllib3/http.client stack took about a fifth of the controller's CPU at
-50 Services a second (bench/RESULTS.md).  This one speaks aiohttp on the
-operator's loop.  Where the server is and who we are comes as
+50 Services a second (bench/RESULTS.md).  This one speaks HTTP/1.1 on the
+operator's loop through extensions/kit/http.py (aiohttp when a proxy is
+configured).  Where the server is and who we are comes as
 :class:`Credentials`: what a kubeconfig or a service account says (the kopf
 layer reads them, controller/main.py), including a service-account token
 that is rotated on disk; or, where the official client is at hand (tests),
@@ -26,6 +27,8 @@ from typing import Any, Mapping, Protocol
 
 import aiohttp
 from yarl import URL
+
+from extensions.kit.http import HttpClient
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -160,6 +163,7 @@ class KubeApi:
         self.host = credentials.server.rstrip("/")
         self._ssl = credentials.ssl_context()
         self._session: aiohttp.ClientSession | None = None
+        self._http: HttpClient | None = None
 
     @classmethod
     def from_api_client(cls, api_client: Any) -> KubeApi:
@@ -178,14 +182,21 @@ class KubeApi:
             return
         self.host = credentials.server.rstrip("/")
         self._ssl = credentials.ssl_context()
+        loop = asyncio.get_running_loop()
         if self._session is not None:
             session, self._session = self._session, None
-            asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, lambda: asyncio.ensure_future(session.close()))
+            loop.call_later(REQUEST_TIMEOUT, lambda: asyncio.ensure_future(session.close()))
+        if self._http is not None:
+            http, self._http = self._http, None
+            loop.call_later(REQUEST_TIMEOUT, lambda: asyncio.ensure_future(http.close()))
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     # -- verbs -----------------------------------------------------------------
     async def get(self, path: str) -> Any:
@@ -210,14 +221,8 @@ class KubeApi:
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body).encode()
-        extra: dict[str, Any] = {}
-        if self.credentials.proxy:
-            extra["proxy"] = self.credentials.proxy
         for attempt in range(RETRIES_ON_429 + 1):
-            async with self._client().request(method, URL(self.host + path, encoded=True), data=data,
-                                              headers=headers, **extra) as response:
-                content = await response.read()
-                status, reason, retry_after = response.status, response.reason or "", _retry_after(response)
+            status, reason, retry_after, content = await self._send(method, path, data, headers)
             # Like client-go: "come back later" (429, with Retry-After; e.g. a CRD's storage
             # still initialising) is waited for a few times before it counts as an error.
             if status == 429 and attempt < RETRIES_ON_429:
@@ -229,6 +234,20 @@ class KubeApi:
         return json.loads(content) if content and decode else {}
 
     # -- internals ---------------------------------------------------------------
+    async def _send(self, method: str, path: str, data: bytes | None,
+                    headers: dict[str, str]) -> tuple[int, str, float, bytes]:
+        """Status, reason, how long a 429 asks to wait, and the body."""
+        if self.credentials.proxy:
+            async with self._client().request(method, URL(self.host + path, encoded=True), data=data,
+                                              headers=headers, proxy=self.credentials.proxy) as response:
+                content = await response.read()
+                return (response.status, response.reason or "", _retry_after(response.headers.get("Retry-After")),
+                        content)
+        if self._http is None:
+            self._http = HttpClient(self.host, ssl=self._ssl, timeout=REQUEST_TIMEOUT)
+        answer = await self._http.request(method, path, data, headers)
+        return answer.status, answer.reason, _retry_after(answer.header("Retry-After")), answer.content
+
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
@@ -267,9 +286,9 @@ def _same_tls(one: ApiCredentials, other: ApiCredentials) -> bool:
     return one is other
 
 
-def _retry_after(response: aiohttp.ClientResponse) -> float:
+def _retry_after(value: str | None) -> float:
     try:
-        return min(max(float(response.headers.get("Retry-After", "1")), 0.1), 10.0)
+        return min(max(float(value or "1"), 0.1), 10.0)
     except ValueError:
         return 1.0
 

@@ -172,7 +172,8 @@ class RecordingApi:
     def __init__(self) -> None:
         self.patches: list[dict[str, Any]] = []
 
-    async def patch(self, path: str, body: dict[str, Any], content_type: str = "") -> dict[str, Any]:
+    async def patch(self, path: str, body: dict[str, Any], content_type: str = "", *,
+                    decode: bool = True) -> dict[str, Any]:
         self.patches.append(body["metadata"]["annotations"])
         return {}
 

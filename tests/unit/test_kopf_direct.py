@@ -465,9 +465,6 @@ async def test_a_kind_with_any_other_kopf_handler_goes_through_kopf(calls: Calls
     assert slice_index(indexers) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN GAP in controller/main.py: straight_to_our_handlers caches its "
-                   "decision per resource, not per registry, so a handler added to the registry (or another "
-                   "registry used) after a kind's first event is never seen")
 async def test_a_handler_added_after_the_first_event_sends_later_events_through_kopf(calls: Calls) -> None:
     registry = our_handlers_only()
     kopf_processor = Processor()

@@ -1,4 +1,4 @@
-"""Calls to one Consul agent, over aiohttp on the operator's loop.
+"""Calls to one Consul agent, over extensions/kit/http.py on the operator's loop.
 
 The few endpoints the provisioner uses are plain JSON: the catalog and health
 reads, and ``/v1/txn`` for every write (py-consul's ``catalog.register``
@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any, Iterable, Mapping
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-import aiohttp
-from yarl import URL
-
+from extensions.kit.http import HttpClient
 from extensions.provisioners.consul.config import ConsulConfig
 from extensions.provisioners.consul.records import (
     INSTANCE_KEY,
@@ -68,7 +66,7 @@ class ConsulCatalog:
         self._base = config.url.rstrip("/")
         # The configured token only (empty: anonymous), whatever CONSUL_HTTP_TOKEN says.
         self._headers = {"X-Consul-Token": config.token} if config.token else {}
-        self._http: aiohttp.ClientSession | None = None  # made on the loop that uses it
+        self._http: HttpClient | None = None  # made on the loop that uses it
 
     async def close(self) -> None:
         if self._http is not None:
@@ -167,25 +165,17 @@ class ConsulCatalog:
         _check(status, body)
 
     # -- plumbing -------------------------------------------------------------
-    def _session(self) -> aiohttp.ClientSession:
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
-                connector=aiohttp.TCPConnector(ssl=verify_setting(self.config.ca_file, False)),
-                headers=self._headers)
-        return self._http
-
     async def _send(self, method: str, path: str, params: Mapping[str, str] | None, data: bytes | None = None,
                     timeout: float | None = None) -> tuple[int, bytes]:
-        url = URL(self._base + path, encoded=True)
-        if params:
-            url = url.with_query(params)
-        extra: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
+        if self._http is None:
+            self._http = HttpClient(self._base, ssl=verify_setting(self.config.ca_file, False),
+                                    timeout=REQUEST_TIMEOUT, headers=self._headers)
+        target = f"{path}?{urlencode(params)}" if params else path
         try:
-            async with self._session().request(method, url, data=data, **extra) as response:
-                return response.status, await response.read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            answer = await self._http.request(method, target, data, timeout=timeout)
+        except (TimeoutError, OSError) as exc:
             raise ConsulUnreachable(f"{type(exc).__name__}") from None
+        return answer.status, answer.content
 
     async def _get(self, path: str, params: Mapping[str, str] | None = None, *, allow_404: bool = False,
                    timeout: float | None = None) -> Any:

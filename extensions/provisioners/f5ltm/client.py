@@ -5,8 +5,9 @@ Only what the provisioner needs.  The token is taken with
 the appliance answers 401 anyway, e.g. after a restart dropped its tokens).
 Errors keep the appliance's status and message, never a credential.
 
-It speaks HTTP with aiohttp: at 50 Services a second httpx's connection pool
-alone took a fifth of the controller's CPU (bench/RESULTS.md).
+It speaks HTTP through extensions/kit/http.py: at 50 Services a second
+httpx's connection pool alone took a fifth of the controller's CPU, and
+aiohttp three times what that client takes per request (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import quote
 
-import aiohttp
-from yarl import URL
-
+from extensions.kit.http import ConnectFailed, HttpClient
 from extensions.provisioners.f5ltm.config import F5Config
 from extensions.tls import verify_setting
 
@@ -64,17 +63,17 @@ def _describe_transport_error(exc: BaseException, url: str) -> str:
         if isinstance(cause, ssl.SSLCertVerificationError) and hasattr(cause, "verify_message"):
             return (f"TLS certificate of {url} could not be verified ({cause.verify_message}); "
                     "set caFile to the CA that signed it")
-        if isinstance(cause, ssl.SSLError) and not isinstance(cause, aiohttp.ClientError):
+        if isinstance(cause, ssl.SSLError):
             return f"TLS handshake with {url} failed ({cause.reason or cause})"
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+    if isinstance(exc, TimeoutError):
         return f"no answer from {url} in time ({type(exc).__name__})"
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, ConnectFailed):
         return f"cannot connect to {url}: {exc.os_error.strerror or exc.os_error or 'connection refused'}"
     return f"connection to {url} failed: {type(exc).__name__}: {exc}"
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception, what aiohttp wrapped in it, and its chain."""
+    """The exception and its chain."""
     out: list[BaseException] = []
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -110,7 +109,7 @@ class BigIPClient:
         self.config = config
         self.clock = clock
         self._verify = verify_setting(config.ca_file, config.insecure_skip_verify)
-        self._http: aiohttp.ClientSession | None = None  # made on the loop that uses it
+        self._http: HttpClient | None = None  # made on the loop that uses it
         self._token = ""
         self._renew_at = 0.0
         self._login_lock = asyncio.Lock()
@@ -157,24 +156,21 @@ class BigIPClient:
             return self._token
 
     # -- requests ------------------------------------------------------------
-    def _session(self) -> aiohttp.ClientSession:
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.request_timeout),
-                connector=aiohttp.TCPConnector(ssl=self._verify),
-                headers={"Content-Type": "application/json"})
+    def _client(self) -> HttpClient:
+        if self._http is None:
+            self._http = HttpClient(self.config.base_url, ssl=self._verify, timeout=self.config.request_timeout,
+                                    headers={"Content-Type": "application/json"})
         return self._http
 
     async def _send(self, method: str, path: str, body: Any, token: str | None) -> Answer:
-        headers = {"X-F5-Auth-Token": token} if token else {}
-        # The path is quoted already (uri_id): yarl must not quote it again.
-        url = URL(self.config.base_url + path, encoded=True)
+        headers = {"X-F5-Auth-Token": token} if token else None
+        # The path is quoted already (uri_id).
         data = json.dumps(body).encode() if body is not None else None
         try:
-            async with self._session().request(method, url, data=data, headers=headers) as response:
-                return Answer(response.status, response.reason or "", await response.read())
-        except (TimeoutError, aiohttp.ClientError, ssl.SSLError, OSError) as exc:
+            answer = await self._client().request(method, path, data, headers)
+        except (TimeoutError, ssl.SSLError, OSError) as exc:
             raise BigIPUnreachable(_describe_transport_error(exc, self.config.base_url)) from None
+        return Answer(answer.status, answer.reason, answer.content)
 
     async def request(self, method: str, path: str, body: Any = None) -> Any:
         """The JSON answer of a call; BigIPError on an error status."""

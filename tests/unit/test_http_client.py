@@ -1,0 +1,331 @@
+"""extensions/kit/http.py against a real TCP (and TLS) server on this machine.
+
+The server is a scripted asyncio one: each test says what it answers, so
+the client's behaviour on keep-alive, chunked and until-close bodies, a
+connection the server closed while idle, timeouts and TLS is seen on the
+wire, not on a mock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import pytest
+import trustme
+
+from extensions.kit.http import ConnectFailed, HttpClient, HttpProtocolError
+
+
+@dataclass
+class Seen:
+    head: str
+    body: bytes
+    connection: int  # which connection (1, 2, ...) it came on
+
+
+Answer = Callable[[Seen, asyncio.StreamWriter], Awaitable[bool]]  # False: close the connection after
+
+
+@dataclass
+class Server:
+    """Reads HTTP/1.1 requests with Content-Length bodies; ``answer`` writes the response."""
+
+    answer: Answer
+    context: ssl.SSLContext | None = None
+    seen: list[Seen] = field(default_factory=list)
+    connections: int = 0
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"{'https' if self.context else 'http'}://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        number = self.connections
+        self.writers.append(writer)
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                length = 0
+                for line in head.split("\r\n")[1:]:
+                    name, _, value = line.partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                seen = Seen(head, await reader.readexactly(length), number)
+                self.seen.append(seen)
+                if not await self.answer(seen, writer):
+                    break
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def close_idle(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        await asyncio.sleep(0.05)  # the FIN reaches the client
+
+    async def stop(self) -> None:
+        self._server.close()
+        for writer in self.writers:
+            writer.close()
+
+
+def ok(body: bytes = b'{"ok": true}', extra: str = "") -> Answer:
+    async def answer(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body)
+        return "connection: close" not in extra.lower()
+    return answer
+
+
+async def served(answer: Answer, context: ssl.SSLContext | None = None) -> tuple[Server, str]:
+    server = Server(answer, context)
+    return server, await server.start()
+
+
+async def test_sequential_requests_share_one_connection_and_carry_method_path_headers_body() -> None:
+    server, url = await served(ok())
+    client = HttpClient(url + "/prefix", headers={"X-Token": "t"})
+    try:
+        first = await client.request("POST", "/v1/txn?dc=a%20b", b'{"a": 1}', {"Content-Type": "application/json"})
+        second = await client.request("GET", "/v1/x")
+    finally:
+        await client.close()
+        await server.stop()
+    assert (first.status, first.reason, first.content) == (200, "OK", b'{"ok": true}')
+    assert second.status == 200
+    assert [s.connection for s in server.seen] == [1, 1]
+    head = server.seen[0].head
+    assert head.startswith("POST /prefix/v1/txn?dc=a%20b HTTP/1.1\r\n")
+    port = url.rsplit(":", 1)[1]
+    assert f"Host: 127.0.0.1:{port}\r\n" in head and "X-Token: t\r\n" in head
+    assert "Content-Type: application/json\r\n" in head and "Content-Length: 8\r\n" in head
+    assert server.seen[0].body == b'{"a": 1}'
+    assert "Content-Length" not in server.seen[1].head  # a GET without a body says nothing of one
+
+
+async def test_chunked_and_until_close_bodies_are_read_whole_and_headers_are_case_insensitive() -> None:
+    async def chunked(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        if seen.head.startswith("GET /chunked"):
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nRetry-After: 3\r\n\r\n"
+                         b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+            return True
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+        return False
+
+    server, url = await served(chunked)
+    client = HttpClient(url)
+    try:
+        first = await client.request("GET", "/chunked")
+        second = await client.request("GET", "/close")
+        third = await client.request("GET", "/chunked")
+    finally:
+        await client.close()
+        await server.stop()
+    assert first.content == b"hello world" and first.header("retry-after") == "3" and first.header("Retry-After") == "3"
+    assert second.content == b"until the end"
+    assert third.content == b"hello world"
+    assert [s.connection for s in server.seen] == [1, 1, 2]  # the closed one is not used again
+
+
+async def test_an_error_status_is_an_answer_and_a_204_has_no_body() -> None:
+    async def answer(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        if "/missing" in seen.head.split("\r\n")[0]:
+            writer.write(b'HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\n{"code": 404}')
+        else:
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        return True
+
+    server, url = await served(answer)
+    client = HttpClient(url)
+    try:
+        missing = await client.request("GET", "/missing")
+        empty = await client.request("DELETE", "/thing")
+        again = await client.request("GET", "/missing")
+    finally:
+        await client.close()
+        await server.stop()
+    assert (missing.status, missing.reason, missing.content) == (404, "Not Found", b'{"code": 404}')
+    assert (empty.status, empty.content) == (204, b"")
+    assert again.status == 404
+    assert {s.connection for s in server.seen} == {1}
+
+
+def closes_on_the_second_request() -> Answer:
+    """Answers, except the second request on the first connection: closed unanswered (an idle timeout's race)."""
+    on_first: list[Seen] = []
+
+    async def answer(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        if seen.connection == 1:
+            on_first.append(seen)
+            if len(on_first) == 2:
+                return False
+        return await ok()(seen, writer)
+    return answer
+
+
+async def test_a_get_on_a_connection_the_server_closed_unanswered_is_sent_again_on_a_new_one() -> None:
+    server, url = await served(closes_on_the_second_request())
+    client = HttpClient(url)
+    try:
+        await client.request("GET", "/a")
+        again = await client.request("GET", "/b")
+    finally:
+        await client.close()
+        await server.stop()
+    assert again.status == 200
+    assert [(s.head.split(" ")[1], s.connection) for s in server.seen] == [("/a", 1), ("/b", 1), ("/b", 2)]
+
+
+async def test_a_post_on_a_connection_the_server_closed_unanswered_is_not_sent_twice() -> None:
+    server, url = await served(closes_on_the_second_request())
+    client = HttpClient(url)
+    try:
+        await client.request("GET", "/a")
+        with pytest.raises(HttpProtocolError, match="closed the connection before answering"):
+            await client.request("POST", "/b", b"{}")
+        after = await client.request("POST", "/c", b"{}")  # the next one takes a new connection
+    finally:
+        await client.close()
+        await server.stop()
+    assert after.status == 200
+    assert [(s.head.split(" ")[1], s.connection) for s in server.seen] == [("/a", 1), ("/b", 1), ("/c", 2)]
+
+
+async def test_a_connection_closed_while_idle_is_not_taken_again() -> None:
+    server, url = await served(ok())
+    client = HttpClient(url)
+    try:
+        await client.request("GET", "/a")
+        await server.close_idle()
+        answer = await client.request("POST", "/b", b"{}")
+    finally:
+        await client.close()
+        await server.stop()
+    assert answer.status == 200
+    assert [s.connection for s in server.seen] == [1, 2]
+
+
+async def test_a_connection_that_dies_mid_answer_is_an_error_not_a_short_body() -> None:
+    async def half(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+        return False
+
+    server, url = await served(half)
+    client = HttpClient(url)
+    try:
+        with pytest.raises(HttpProtocolError, match="in the middle of the answer"):
+            await client.request("GET", "/x")
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_no_answer_in_time_is_a_timeout_and_the_connection_is_not_reused() -> None:
+    async def slow(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        if "/slow" in seen.head.split("\r\n")[0]:
+            await asyncio.sleep(1)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    server, url = await served(slow)
+    client = HttpClient(url, timeout=0.2)
+    try:
+        with pytest.raises(TimeoutError):
+            await client.request("GET", "/slow")
+        fast = await client.request("GET", "/fast")
+    finally:
+        await client.close()
+        await server.stop()
+    assert fast.content == b"ok"
+    assert [s.connection for s in server.seen] == [1, 2]  # a late answer on 1 cannot be taken for /fast's
+
+
+async def test_garbage_instead_of_http_is_a_protocol_error() -> None:
+    async def garbage(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        return True
+
+    server, url = await served(garbage)
+    client = HttpClient(url)
+    try:
+        with pytest.raises(HttpProtocolError, match="unreadable HTTP answer"):
+            await client.request("GET", "/x")
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_nobody_listening_is_connect_failed_with_the_address() -> None:
+    server, url = await served(ok())
+    await server.stop()
+    await asyncio.sleep(0.05)
+    client = HttpClient(url)
+    with pytest.raises(ConnectFailed, match="cannot connect to 127.0.0.1:") as caught:
+        await client.request("GET", "/x")
+    assert isinstance(caught.value.os_error, ConnectionRefusedError)
+
+
+async def test_no_more_connections_than_the_limit() -> None:
+    async def slowish(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(0.05)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    server, url = await served(slowish)
+    client = HttpClient(url, limit=3)
+    try:
+        answers = await asyncio.gather(*(client.request("GET", f"/{i}") for i in range(12)))
+    finally:
+        await client.close()
+        await server.stop()
+    assert [a.content for a in answers] == [b"ok"] * 12
+    assert server.connections == 3
+
+
+def test_a_header_that_could_smuggle_a_line_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot carry"):
+        HttpClient("http://127.0.0.1:1", headers={"X-Consul-Token": "a\r\nX-Evil: 1"})
+    with pytest.raises(ValueError, match="not an http"):
+        HttpClient("ftp://example.com")
+
+
+@pytest.fixture(scope="module")
+def tls() -> tuple[trustme.CA, ssl.SSLContext]:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    return ca, server_context
+
+
+async def test_tls_is_verified_against_the_given_ca(tls) -> None:
+    ca, server_context = tls
+    server, url = await served(ok(), server_context)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    good, default = HttpClient(url, ssl=trusting), HttpClient(url)
+    try:
+        assert (await good.request("GET", "/x")).status == 200
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await default.request("GET", "/x")  # the system's CAs do not know this one
+    finally:
+        await good.close()
+        await default.close()
+        await server.stop()
+
+
+async def test_verification_is_off_only_when_asked(tls) -> None:
+    _, server_context = tls
+    server, url = await served(ok(), server_context)
+    client = HttpClient(url, ssl=False)
+    try:
+        assert (await client.request("GET", "/x")).status == 200
+    finally:
+        await client.close()
+        await server.stop()
