@@ -294,9 +294,10 @@ class Core:
                 log.exception("cannot handle message from %s: %s", name, message)
 
     def handle_message(self, message: Message) -> None:
-        self.metrics.messages.labels(message.sender, message.action.value).inc()
+        metrics = self.metrics
+        metrics.child(metrics.messages, message.sender, message.action.value).inc()
         if message.error:
-            self.metrics.errors.labels(message.sender).inc()
+            metrics.child(metrics.errors, message.sender).inc()
         if self.is_provider(message.sender):
             self._from_provider(message)
         else:
@@ -468,7 +469,8 @@ class Core:
 
     def _observe_latency(self, entry: Entry, step: str) -> None:
         if entry.wip_time:
-            self.metrics.step_latency.labels(step, "delete" if entry.reverse else "add").observe(
+            metrics = self.metrics
+            metrics.child(metrics.step_latency, step, "delete" if entry.reverse else "add").observe(
                 max(self.clock() - entry.wip_time, 0.0))
 
     def _advance(self, entry: Entry) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from controller.config import Section
 from extensions.providers.kubernetes.contract import DEFAULT_PREFIX, Scope, Selector
@@ -25,7 +26,7 @@ class KubernetesConfig:
     tls_key: str = ""
     poll_interval: float = 15.0
 
-    @property
+    @cached_property
     def scope(self) -> Scope:
         return Scope(prefix=self.annotation_prefix, selector=self.label_selector, namespaces=self.namespaces)
 

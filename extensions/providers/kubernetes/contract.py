@@ -9,6 +9,7 @@ evaluated without a single API call.  See docs/kubernetes.md for the table.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import sys
@@ -106,7 +107,12 @@ class Scope:
 
     def key(self, name: str) -> str:
         # Interned: the same few keys are held by every Service's presentation and summary.
-        return sys.intern(f"{self.prefix}/{name}")
+        return _prefixed(self.prefix, name)
+
+
+@functools.lru_cache(maxsize=256)
+def _prefixed(prefix: str, name: str) -> str:
+    return sys.intern(f"{prefix}/{name}")
 
 
 @dataclass(frozen=True)
