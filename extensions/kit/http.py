@@ -159,6 +159,11 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def time_out(self) -> None:
+        """The request's time is up: it fails, and the connection goes (a late answer must not be taken)."""
+        self._fail(TimeoutError("no answer in time"))
+        self.close()
+
 
 @dataclass
 class HttpClient:
@@ -173,7 +178,8 @@ class HttpClient:
     limit: int = 100
     keepalive: float = 15.0
     _idle: list[_Connection] = field(default_factory=list, init=False)
-    _gate: asyncio.Semaphore | None = field(default=None, init=False)
+    _open: int = field(default=0, init=False)  # connections in use or idle
+    _waiters: list[asyncio.Future[None]] = field(default_factory=list, init=False)
     _closed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -205,61 +211,101 @@ class HttpClient:
         """``target``: the path (below the base URL's) with its query, already percent-encoded."""
         if method == "HEAD":
             raise ValueError("HEAD is not supported")
-        if self._gate is None:
-            self._gate = asyncio.Semaphore(self.limit)
         head = f"{method} {self._prefix}{target} HTTP/1.1\r\n".encode("latin-1") + self._head
         if headers:
             head += _header_lines(headers)
         if body is not None or method in ("POST", "PUT", "PATCH"):
             head += b"Content-Length: %d\r\n" % len(body or b"")
         data = head + b"\r\n" + (body or b"")
-        async with asyncio.timeout(self.timeout if timeout is None else timeout), self._gate:
-            while True:
-                connection = await self._connection()
-                try:
-                    response = await connection.send(data)
-                except HttpProtocolError:
-                    connection.close()
-                    if connection.reused and not connection.received and method in IDEMPOTENT:
-                        continue  # the server had closed it while idle: once more, on a new one
-                    raise
-                except BaseException:  # timeout, cancel: what the connection carries is unknown
-                    connection.close()
-                    raise
-                self._release(connection)
-                return response
+        loop = asyncio.get_running_loop()
+        # One timer per request, not asyncio.timeout's machinery: this is every Service's hot path.
+        deadline = loop.time() + (self.timeout if timeout is None else timeout)
+        while True:
+            connection = self._take_idle() or await self._connect(deadline)
+            waiter = connection.send(data)
+            timer = loop.call_at(deadline, connection.time_out)
+            try:
+                response = await waiter
+            except HttpProtocolError:
+                self._drop(connection)
+                if connection.reused and not connection.received and method in IDEMPOTENT:
+                    continue  # the server had closed it while idle: once more, on a new one
+                raise
+            except BaseException:  # timeout, cancel: what the connection carries is unknown
+                self._drop(connection)
+                raise
+            finally:
+                timer.cancel()
+            self._release(connection)
+            return response
 
-    async def _connection(self) -> _Connection:
+    def _take_idle(self) -> _Connection | None:
         now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()
             if not connection.closed and now - connection.idle_since < self.keepalive:
                 connection.reused = True
                 return connection
-            connection.close()
+            self._drop(connection)
+        return None
+
+    async def _connect(self, deadline: float) -> _Connection:
+        """A new connection once fewer than ``limit`` are open (in use or idle); else wait for one."""
         loop = asyncio.get_running_loop()
-        try:
-            _, connection = await loop.create_connection(
-                _Connection, self._host, self._port, ssl=self._context,
-                server_hostname=self._host if self._context is not None else None)
-        except _ssl.SSLError:
-            raise  # a certificate or handshake problem says more as it is
-        except OSError as exc:
-            raise ConnectFailed(self._address, exc) from exc
+        async with asyncio.timeout_at(deadline):
+            while self._open >= self.limit:
+                waiter = loop.create_future()
+                self._waiters.append(waiter)
+                try:
+                    await waiter
+                except BaseException:  # out of time or cancelled
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
+                    elif waiter.done() and not waiter.cancelled():
+                        self._wake()  # woken, but it will not use the turn: the next one may
+                    raise
+                connection = self._take_idle()
+                if connection is not None:
+                    return connection
+            self._open += 1
+            try:
+                _, connection = await loop.create_connection(
+                    _Connection, self._host, self._port, ssl=self._context,
+                    server_hostname=self._host if self._context is not None else None)
+            except BaseException as exc:
+                self._open -= 1
+                self._wake()
+                if isinstance(exc, OSError) and not isinstance(exc, _ssl.SSLError):
+                    # (a certificate or handshake problem says more as it is)
+                    raise ConnectFailed(self._address, exc) from exc
+                raise
         return connection
 
     def _release(self, connection: _Connection) -> None:
         if connection.closed or self._closed:
-            connection.close()
+            self._drop(connection)
             return
         connection.idle_since = time.monotonic()
         self._idle.append(connection)
+        self._wake()
+
+    def _drop(self, connection: _Connection) -> None:
+        connection.close()
+        self._open -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def close(self) -> None:
         self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
-            connection.close()
+            self._drop(connection)
 
 
 def _header_lines(headers: Mapping[str, str]) -> bytes:

@@ -329,3 +329,26 @@ async def test_verification_is_off_only_when_asked(tls) -> None:
     finally:
         await client.close()
         await server.stop()
+
+
+async def test_a_request_waiting_for_a_connection_runs_out_of_time_and_the_others_still_get_theirs() -> None:
+    async def slowish(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(0.3)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    server, url = await served(slowish)
+    client = HttpClient(url, limit=1, timeout=5)
+    try:
+        first = asyncio.create_task(client.request("GET", "/first"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(TimeoutError):
+            await client.request("GET", "/impatient", timeout=0.1)  # waits for the one connection in use
+        later = await client.request("GET", "/later")
+        assert (await first).content == b"ok"
+    finally:
+        await client.close()
+        await server.stop()
+    assert later.content == b"ok"
+    assert [s.head.split(" ")[1] for s in server.seen] == ["/first", "/later"]
+    assert server.connections == 1
