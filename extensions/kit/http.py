@@ -13,13 +13,15 @@ controller about 0.19 ms of CPU each, against 0.06 ms here (bench/RESULTS.md:
 * ``Content-Length`` bodies out; ``Content-Length``, chunked or
   until-close bodies in, parsed by httptools (llhttp, the parser of
   Node.js; uvloop's authors keep the binding);
+* ``Accept-Encoding: identity``; a gzip or deflate answer anyway (a proxy
+  between may compress) is decompressed;
 * a total timeout per request; a request cut short (timeout, cancel,
   error) drops its connection;
 * like aiohttp, an idempotent request whose reused connection turns out to
   be closed by the server is sent once more on a new connection; a POST or
   PATCH is not (it may have been done).
 
-No proxies, no redirects, no cookies, no compression, no HEAD: callers that
+No proxies, no redirects, no cookies, no HEAD: callers that
 need those use aiohttp (the API server behind a proxy does).
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import ssl as _ssl
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlsplit
@@ -134,9 +137,18 @@ class _Connection(asyncio.Protocol):
     # -- ours ---------------------------------------------------------------------------
     def _complete(self) -> None:
         waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(Response(self.parser.get_status_code(), self._reason, self._headers,
-                                       b"".join(self._body)))
+        if waiter is None or waiter.done():
+            return
+        content = b"".join(self._body)
+        coding = self._headers.get("content-encoding", "identity").strip().lower()
+        if coding not in ("identity", ""):
+            # Asked for none (Accept-Encoding: identity), but a proxy between may still compress.
+            try:
+                content = _decode(coding, content)
+            except (ValueError, zlib.error) as exc:
+                waiter.set_exception(HttpProtocolError(f"cannot read an answer in content coding {coding!r}: {exc}"))
+                return
+        waiter.set_result(Response(self.parser.get_status_code(), self._reason, self._headers, content))
 
     def _fail(self, exc: BaseException) -> None:
         waiter, self.waiter = self.waiter, None
@@ -193,7 +205,8 @@ class HttpClient:
         shown = f"[{self._host}]" if ":" in self._host else self._host
         default_port = self._port == (443 if parts.scheme == "https" else 80)
         self._address = shown if default_port else f"{shown}:{self._port}"
-        self._head = _header_lines({"Host": self._address, **self.headers})
+        # No compression asked for: on the hot path it costs more CPU than it saves on a near network.
+        self._head = _header_lines({"Host": self._address, "Accept-Encoding": "identity", **self.headers})
 
     def _tls_context(self, scheme: str) -> _ssl.SSLContext | None:
         if scheme == "http":
@@ -306,6 +319,17 @@ class HttpClient:
         idle, self._idle = self._idle, []
         for connection in idle:
             self._drop(connection)
+
+
+def _decode(coding: str, content: bytes) -> bytes:
+    if coding in ("gzip", "x-gzip"):
+        return zlib.decompress(content, wbits=zlib.MAX_WBITS | 16)
+    if coding == "deflate":
+        try:
+            return zlib.decompress(content)  # as the RFC says: zlib-wrapped
+        except zlib.error:
+            return zlib.decompress(content, wbits=-zlib.MAX_WBITS)  # as many servers send it: raw
+    raise ValueError("not supported")
 
 
 def _header_lines(headers: Mapping[str, str]) -> bytes:

@@ -352,3 +352,43 @@ async def test_a_request_waiting_for_a_connection_runs_out_of_time_and_the_other
     assert later.content == b"ok"
     assert [s.head.split(" ")[1] for s in server.seen] == ["/first", "/later"]
     assert server.connections == 1
+
+
+@pytest.mark.parametrize("coding", ["gzip", "x-gzip", "deflate", "raw deflate"])
+async def test_no_compression_is_asked_for_but_a_compressed_answer_is_read(coding: str) -> None:
+    import zlib
+    text = b'[{"Node": "web.example.com"}]' * 100
+    packed = {"gzip": lambda b: zlib.compress(b, wbits=31), "x-gzip": lambda b: zlib.compress(b, wbits=31),
+              "deflate": zlib.compress,
+              "raw deflate": lambda b: zlib.compress(b, wbits=-15)}[coding](text)
+    header = coding.replace("raw ", "")
+
+    async def compressing(seen: Seen, writer: asyncio.StreamWriter) -> bool:  # as a proxy between might
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Encoding: {header}\r\nContent-Length: {len(packed)}\r\n\r\n".encode()
+                     + packed)
+        return True
+
+    server, url = await served(compressing)
+    client = HttpClient(url)
+    try:
+        answer = await client.request("GET", "/v1/internal/ui/nodes")
+    finally:
+        await client.close()
+        await server.stop()
+    assert answer.content == text
+    assert "Accept-Encoding: identity\r\n" in server.seen[0].head
+
+
+async def test_an_answer_in_a_coding_it_cannot_read_is_an_error_not_garbage() -> None:
+    async def brotli(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 4\r\n\r\n\x0b\x02\x80x")
+        return True
+
+    server, url = await served(brotli)
+    client = HttpClient(url)
+    try:
+        with pytest.raises(HttpProtocolError, match="content coding 'br'"):
+            await client.request("GET", "/x")
+    finally:
+        await client.close()
+        await server.stop()
