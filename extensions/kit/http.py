@@ -38,10 +38,15 @@ from urllib.parse import urlsplit
 import httptools
 
 IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "OPTIONS"})
+USER_AGENT = "interlook"
 
 
 class HttpProtocolError(ConnectionError):
     """The server's answer was not HTTP/1.1 we can read, or the connection ended before it was whole."""
+
+
+class NotSent(HttpProtocolError):
+    """The connection was found closed before the request was written: safe to send again, whatever the method."""
 
 
 class ConnectFailed(ConnectionError):
@@ -103,9 +108,9 @@ class _Connection(asyncio.Protocol):
         waiter = self.waiter
         if waiter is None or waiter.done():
             return
-        if self._headers_done and "content-length" not in self._headers \
+        if exc is None and self._headers_done and "content-length" not in self._headers \
                 and "chunked" not in self._headers.get("transfer-encoding", "").lower():
-            self._complete()  # a body that ends where the connection does
+            self._complete()  # a body that ends where the connection does (a clean close, not a reset)
             return
         if exc is not None and not isinstance(exc, ConnectionError):
             self._fail(exc)
@@ -130,6 +135,8 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if 100 <= self.parser.get_status_code() < 200:
+            return  # informational (100 Continue, 103 Early Hints): the answer follows
         self._complete()
         if not self.parser.should_keep_alive():
             self.close()
@@ -141,7 +148,7 @@ class _Connection(asyncio.Protocol):
             return
         content = b"".join(self._body)
         coding = self._headers.get("content-encoding", "identity").strip().lower()
-        if coding not in ("identity", ""):
+        if content and coding not in ("identity", ""):
             # Asked for none (Accept-Encoding: identity), but a proxy between may still compress.
             try:
                 content = _decode(coding, content)
@@ -157,10 +164,11 @@ class _Connection(asyncio.Protocol):
 
     def send(self, data: bytes) -> asyncio.Future[Response]:
         assert self.transport is not None and self.waiter is None
-        self.received = False
+        # Nothing of the last answer may be taken for this one's (an answer that ends with the connection).
+        self.received, self._reason, self._headers, self._body, self._headers_done = False, "", {}, [], False
         waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         if self.transport.is_closing():  # closed under us: nothing is written, nothing would come
-            waiter.set_exception(HttpProtocolError("the server closed the connection before answering"))
+            waiter.set_exception(NotSent("the server closed the connection before the request was sent"))
             return waiter
         self.waiter = waiter
         self.transport.write(data)
@@ -191,7 +199,8 @@ class HttpClient:
     keepalive: float = 15.0
     _idle: list[_Connection] = field(default_factory=list, init=False)
     _open: int = field(default=0, init=False)  # connections in use or idle
-    _waiters: list[asyncio.Future[None]] = field(default_factory=list, init=False)
+    # Requests waiting for a connection, in order: each gets one handed over, or None to open one.
+    _waiters: list[asyncio.Future[_Connection | None]] = field(default_factory=list, init=False)
     _closed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -206,7 +215,8 @@ class HttpClient:
         default_port = self._port == (443 if parts.scheme == "https" else 80)
         self._address = shown if default_port else f"{shown}:{self._port}"
         # No compression asked for: on the hot path it costs more CPU than it saves on a near network.
-        self._head = _header_lines({"Host": self._address, "Accept-Encoding": "identity", **self.headers})
+        self._head = _header_lines({"Host": self._address, "User-Agent": USER_AGENT, "Accept-Encoding": "identity",
+                                    **self.headers})
 
     def _tls_context(self, scheme: str) -> _ssl.SSLContext | None:
         if scheme == "http":
@@ -224,6 +234,8 @@ class HttpClient:
         """``target``: the path (below the base URL's) with its query, already percent-encoded."""
         if method == "HEAD":
             raise ValueError("HEAD is not supported")
+        if not method.isalpha() or any(c in target for c in " \r\n\t\0"):
+            raise ValueError(f"not a request line: {method!r} {target!r}")
         head = f"{method} {self._prefix}{target} HTTP/1.1\r\n".encode("latin-1") + self._head
         if headers:
             head += _header_lines(headers)
@@ -234,11 +246,15 @@ class HttpClient:
         # One timer per request, not asyncio.timeout's machinery: this is every Service's hot path.
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
         while True:
-            connection = self._take_idle() or await self._connect(deadline)
+            # Those already waiting for a connection come first.
+            connection = (None if self._waiters else self._take_idle()) or await self._connect(deadline)
             waiter = connection.send(data)
             timer = loop.call_at(deadline, connection.time_out)
             try:
                 response = await waiter
+            except NotSent:
+                self._drop(connection)
+                continue  # nothing was written: once more, on another connection
             except HttpProtocolError:
                 self._drop(connection)
                 if connection.reused and not connection.received and method in IDEMPOTENT:
@@ -263,23 +279,26 @@ class HttpClient:
         return None
 
     async def _connect(self, deadline: float) -> _Connection:
-        """A new connection once fewer than ``limit`` are open (in use or idle); else wait for one."""
+        """A new connection once fewer than ``limit`` are open (in use or idle); else wait for one, in turn."""
         loop = asyncio.get_running_loop()
         async with asyncio.timeout_at(deadline):
+            turn = len(self._waiters)  # at the back of the line; back at its head if woken for nothing
             while self._open >= self.limit:
-                waiter = loop.create_future()
-                self._waiters.append(waiter)
+                waiter: asyncio.Future[_Connection | None] = loop.create_future()
+                self._waiters.insert(turn, waiter)
+                turn = 0
                 try:
-                    await waiter
+                    handed = await waiter
                 except BaseException:  # out of time or cancelled
                     if waiter in self._waiters:
                         self._waiters.remove(waiter)
                     elif waiter.done() and not waiter.cancelled():
-                        self._wake()  # woken, but it will not use the turn: the next one may
+                        self._pass_on(waiter.result())  # woken, but it will not use its turn
                     raise
-                connection = self._take_idle()
-                if connection is not None:
-                    return connection
+                if handed is not None:
+                    handed.reused = True
+                    return handed
+                # a connection was dropped: a new one may be opened
             self._open += 1
             try:
                 _, connection = await loop.create_connection(
@@ -287,7 +306,7 @@ class HttpClient:
                     server_hostname=self._host if self._context is not None else None)
             except BaseException as exc:
                 self._open -= 1
-                self._wake()
+                self._pass_on(None)
                 if isinstance(exc, OSError) and not isinstance(exc, _ssl.SSLError):
                     # (a certificate or handshake problem says more as it is)
                     raise ConnectFailed(self._address, exc) from exc
@@ -298,21 +317,33 @@ class HttpClient:
         if connection.closed or self._closed:
             self._drop(connection)
             return
-        connection.idle_since = time.monotonic()
-        self._idle.append(connection)
-        self._wake()
+        connection.idle_since = now = time.monotonic()
+        if not self._hand_over(connection):
+            self._idle.append(connection)
+        while self._idle and now - self._idle[0].idle_since >= self.keepalive:
+            self._drop(self._idle.pop(0))  # the oldest, unused for too long
 
     def _drop(self, connection: _Connection) -> None:
         connection.close()
         self._open -= 1
-        self._wake()
+        self._pass_on(None)
 
-    def _wake(self) -> None:
+    def _hand_over(self, connection: _Connection | None) -> bool:
+        """Give the first waiter a connection (or, None: leave to open one); False if nobody waits."""
         while self._waiters:
             waiter = self._waiters.pop(0)
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                waiter.set_result(connection)
+                return True
+        return False
+
+    def _pass_on(self, connection: _Connection | None) -> None:
+        if connection is None:
+            self._hand_over(None)
+        elif connection.closed or self._closed:
+            self._drop(connection)
+        elif not self._hand_over(connection):
+            self._idle.append(connection)
 
     async def close(self) -> None:
         self._closed = True

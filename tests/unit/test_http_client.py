@@ -9,7 +9,9 @@ wire, not on a mock.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import struct
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -392,3 +394,153 @@ async def test_an_answer_in_a_coding_it_cannot_read_is_an_error_not_garbage() ->
     finally:
         await client.close()
         await server.stop()
+
+
+async def test_an_answer_that_ended_with_its_connection_is_not_taken_for_the_next_requests() -> None:
+    """A 204 has no body and, from Go servers, no Content-Length; the next request's connection then dies."""
+    async def answer(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        if seen.head.startswith("DELETE"):
+            writer.write(b"HTTP/1.1 204 No Content\r\nX-Req: 1\r\n\r\n")
+            return True
+        return seen.connection != 1  # the POST on the same connection: closed unanswered
+
+    server, url = await served(answer)
+    client = HttpClient(url)
+    try:
+        assert (await client.request("DELETE", "/v1/thing")).status == 204
+        with pytest.raises(HttpProtocolError, match="before answering"):
+            await client.request("POST", "/v1/txn", b"{}")
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_a_connection_reset_in_an_until_close_body_is_an_error_not_a_short_body() -> None:
+    async def reset(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"a":')
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the part is read
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # with no linger: a reset, not a close
+        return False
+
+    server, url = await served(reset)
+    client = HttpClient(url)
+    try:
+        with pytest.raises(OSError):
+            await client.request("GET", "/x")
+    finally:
+        await client.close()
+        await server.stop()
+
+
+async def test_an_informational_answer_is_skipped_for_the_real_one() -> None:
+    async def early(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                     b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}")
+        return True
+
+    server, url = await served(early)
+    client = HttpClient(url)
+    try:
+        answer = await client.request("POST", "/x", b"{}")
+    finally:
+        await client.close()
+        await server.stop()
+    assert (answer.status, answer.content) == (201, b"{}")
+
+
+async def test_an_empty_answer_marked_compressed_is_empty() -> None:
+    async def empty(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    server, url = await served(empty)
+    client = HttpClient(url)
+    try:
+        answer = await client.request("DELETE", "/mgmt/tm/ltm/pool/~Common~p")
+    finally:
+        await client.close()
+        await server.stop()
+    assert (answer.status, answer.content) == (200, b"")
+
+
+async def test_a_request_line_that_could_smuggle_another_is_refused_and_we_say_who_we_are() -> None:
+    server, url = await served(ok())
+    client = HttpClient(url)
+    try:
+        for method, target in (("GET", "/x HTTP/1.1\r\nX-Evil: 1\r\n\r\nGET /y"), ("GET", "/a b"),
+                               ("GE T", "/x"), ("GET\r\n", "/x")):
+            with pytest.raises(ValueError, match="not a request line"):
+                await client.request(method, target)
+        await client.request("GET", "/x")
+    finally:
+        await client.close()
+        await server.stop()
+    assert len(server.seen) == 1 and "User-Agent: interlook\r\n" in server.seen[0].head
+
+
+async def test_a_post_on_a_connection_found_closed_before_writing_is_sent_on_a_new_one() -> None:
+    server, url = await served(ok())
+    client = HttpClient(url)
+    try:
+        await client.request("GET", "/a")
+        (idle,) = client._idle  # noqa: SLF001
+        assert idle.transport is not None
+        idle.transport.close()  # closing, and the loop has not yet told the protocol
+        answer = await client.request("POST", "/b", b"{}")
+    finally:
+        await client.close()
+        await server.stop()
+    assert answer.status == 200
+    assert [(s.head.split(" ")[1], s.connection) for s in server.seen] == [("/a", 1), ("/b", 2)]
+
+
+async def test_requests_waiting_for_a_connection_are_served_in_turn_not_starved() -> None:
+    server, url = await served(ok())
+    client = HttpClient(url, limit=1, timeout=5)
+    busy_done = 0
+    patients_done: list[int] = []  # how many of the busy one's requests were done when each patient was
+    started = asyncio.Event()
+
+    async def busy() -> None:
+        nonlocal busy_done
+        while len(patients_done) < 2 and busy_done < 2000:  # back to back, as long as the others wait
+            started.set()  # (the patients ask while this one's request is on the connection)
+            await client.request("GET", f"/busy-{busy_done}")
+            busy_done += 1
+
+    async def patient() -> None:
+        await started.wait()
+        await client.request("GET", "/patient")
+        patients_done.append(busy_done)
+
+    try:
+        await asyncio.gather(busy(), patient(), patient())
+    finally:
+        await client.close()
+        await server.stop()
+    assert len(patients_done) == 2
+    assert max(patients_done) <= 3  # each served at its turn, not once the busy one stopped
+
+
+async def test_connections_unused_for_too_long_are_closed_even_while_a_newer_one_is_busy() -> None:
+    async def slowish(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(0.02)
+        return await ok()(seen, writer)
+
+    server, url = await served(slowish)
+    client = HttpClient(url, keepalive=0.2)
+    try:
+        await asyncio.gather(*(client.request("GET", f"/{i}") for i in range(3)))  # 3 connections
+        await asyncio.sleep(0.1)
+        await client.request("GET", "/fresh")  # refreshes one of them
+        await asyncio.sleep(0.15)  # the other two are now unused for 0.25 s, the newest for 0.15 s
+        await client.request("GET", "/again")
+        open_now = client._open  # noqa: SLF001
+    finally:
+        await client.close()
+        await server.stop()
+    assert server.connections == 3
+    assert open_now == 1
