@@ -9,11 +9,12 @@ wire, not on a mock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import struct
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 import trustme
@@ -43,7 +44,8 @@ class Server:
 
     async def start(self) -> str:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context)
-        port = self._server.sockets[0].getsockname()[1]
+        self.address = self._server.sockets[0].getsockname()
+        port = self.address[1]
         return f"{'https' if self.context else 'http'}://127.0.0.1:{port}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -91,21 +93,29 @@ async def served(answer: Answer, context: ssl.SSLContext | None = None) -> tuple
     return server, await server.start()
 
 
-async def test_sequential_requests_share_one_connection_and_carry_method_path_headers_body() -> None:
-    server, url = await served(ok())
-    client = HttpClient(url + "/prefix", headers={"X-Token": "t"})
+@contextlib.asynccontextmanager
+async def talking_to(answer: Answer, context: ssl.SSLContext | None = None, path: str = "",
+                     **options: Any) -> AsyncIterator[tuple[Server, HttpClient]]:
+    """The scripted server and a client of it (its base URL plus ``path``), both closed after."""
+    server, url = await served(answer, context)
+    client = HttpClient(url + path, **options)
     try:
-        first = await client.request("POST", "/v1/txn?dc=a%20b", b'{"a": 1}', {"Content-Type": "application/json"})
-        second = await client.request("GET", "/v1/x")
+        yield server, client
     finally:
         await client.close()
         await server.stop()
+
+
+async def test_sequential_requests_share_one_connection_and_carry_method_path_headers_body() -> None:
+    async with talking_to(ok(), path="/prefix", headers={"X-Token": "t"}) as (server, client):
+        first = await client.request("POST", "/v1/txn?dc=a%20b", b'{"a": 1}', {"Content-Type": "application/json"})
+        second = await client.request("GET", "/v1/x")
     assert (first.status, first.reason, first.content) == (200, "OK", b'{"ok": true}')
     assert second.status == 200
     assert [s.connection for s in server.seen] == [1, 1]
     head = server.seen[0].head
     assert head.startswith("POST /prefix/v1/txn?dc=a%20b HTTP/1.1\r\n")
-    port = url.rsplit(":", 1)[1]
+    port = server.address[1]
     assert f"Host: 127.0.0.1:{port}\r\n" in head and "X-Token: t\r\n" in head
     assert "Content-Type: application/json\r\n" in head and "Content-Length: 8\r\n" in head
     assert server.seen[0].body == b'{"a": 1}'
@@ -121,15 +131,10 @@ async def test_chunked_and_until_close_bodies_are_read_whole_and_headers_are_cas
         writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
         return False
 
-    server, url = await served(chunked)
-    client = HttpClient(url)
-    try:
+    async with talking_to(chunked) as (server, client):
         first = await client.request("GET", "/chunked")
         second = await client.request("GET", "/close")
         third = await client.request("GET", "/chunked")
-    finally:
-        await client.close()
-        await server.stop()
     assert first.content == b"hello world" and first.header("retry-after") == "3" and first.header("Retry-After") == "3"
     assert second.content == b"until the end"
     assert third.content == b"hello world"
@@ -144,15 +149,10 @@ async def test_an_error_status_is_an_answer_and_a_204_has_no_body() -> None:
             writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
         return True
 
-    server, url = await served(answer)
-    client = HttpClient(url)
-    try:
+    async with talking_to(answer) as (server, client):
         missing = await client.request("GET", "/missing")
         empty = await client.request("DELETE", "/thing")
         again = await client.request("GET", "/missing")
-    finally:
-        await client.close()
-        await server.stop()
     assert (missing.status, missing.reason, missing.content) == (404, "Not Found", b'{"code": 404}')
     assert (empty.status, empty.content) == (204, b"")
     assert again.status == 404
@@ -173,43 +173,28 @@ def closes_on_the_second_request() -> Answer:
 
 
 async def test_a_get_on_a_connection_the_server_closed_unanswered_is_sent_again_on_a_new_one() -> None:
-    server, url = await served(closes_on_the_second_request())
-    client = HttpClient(url)
-    try:
+    async with talking_to(closes_on_the_second_request()) as (server, client):
         await client.request("GET", "/a")
         again = await client.request("GET", "/b")
-    finally:
-        await client.close()
-        await server.stop()
     assert again.status == 200
     assert [(s.head.split(" ")[1], s.connection) for s in server.seen] == [("/a", 1), ("/b", 1), ("/b", 2)]
 
 
 async def test_a_post_on_a_connection_the_server_closed_unanswered_is_not_sent_twice() -> None:
-    server, url = await served(closes_on_the_second_request())
-    client = HttpClient(url)
-    try:
+    async with talking_to(closes_on_the_second_request()) as (server, client):
         await client.request("GET", "/a")
         with pytest.raises(HttpProtocolError, match="closed the connection before answering"):
             await client.request("POST", "/b", b"{}")
         after = await client.request("POST", "/c", b"{}")  # the next one takes a new connection
-    finally:
-        await client.close()
-        await server.stop()
     assert after.status == 200
     assert [(s.head.split(" ")[1], s.connection) for s in server.seen] == [("/a", 1), ("/b", 1), ("/c", 2)]
 
 
 async def test_a_connection_closed_while_idle_is_not_taken_again() -> None:
-    server, url = await served(ok())
-    client = HttpClient(url)
-    try:
+    async with talking_to(ok()) as (server, client):
         await client.request("GET", "/a")
         await server.close_idle()
         answer = await client.request("POST", "/b", b"{}")
-    finally:
-        await client.close()
-        await server.stop()
     assert answer.status == 200
     assert [s.connection for s in server.seen] == [1, 2]
 
@@ -219,14 +204,9 @@ async def test_a_connection_that_dies_mid_answer_is_an_error_not_a_short_body() 
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
         return False
 
-    server, url = await served(half)
-    client = HttpClient(url)
-    try:
+    async with talking_to(half) as (server, client):
         with pytest.raises(HttpProtocolError, match="in the middle of the answer"):
             await client.request("GET", "/x")
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_no_answer_in_time_is_a_timeout_and_the_connection_is_not_reused() -> None:
@@ -236,15 +216,10 @@ async def test_no_answer_in_time_is_a_timeout_and_the_connection_is_not_reused()
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         return True
 
-    server, url = await served(slow)
-    client = HttpClient(url, timeout=0.2)
-    try:
+    async with talking_to(slow, timeout=0.2) as (server, client):
         with pytest.raises(TimeoutError):
             await client.request("GET", "/slow")
         fast = await client.request("GET", "/fast")
-    finally:
-        await client.close()
-        await server.stop()
     assert fast.content == b"ok"
     assert [s.connection for s in server.seen] == [1, 2]  # a late answer on 1 cannot be taken for /fast's
 
@@ -254,14 +229,9 @@ async def test_garbage_instead_of_http_is_a_protocol_error() -> None:
         writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
         return True
 
-    server, url = await served(garbage)
-    client = HttpClient(url)
-    try:
+    async with talking_to(garbage) as (server, client):
         with pytest.raises(HttpProtocolError, match="unreadable HTTP answer"):
             await client.request("GET", "/x")
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_nobody_listening_is_connect_failed_with_the_address() -> None:
@@ -280,13 +250,8 @@ async def test_no_more_connections_than_the_limit() -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         return True
 
-    server, url = await served(slowish)
-    client = HttpClient(url, limit=3)
-    try:
+    async with talking_to(slowish, limit=3) as (server, client):
         answers = await asyncio.gather(*(client.request("GET", f"/{i}") for i in range(12)))
-    finally:
-        await client.close()
-        await server.stop()
     assert [a.content for a in answers] == [b"ok"] * 12
     assert server.connections == 3
 
@@ -324,13 +289,8 @@ async def test_tls_is_verified_against_the_given_ca(tls) -> None:
 
 async def test_verification_is_off_only_when_asked(tls) -> None:
     _, server_context = tls
-    server, url = await served(ok(), server_context)
-    client = HttpClient(url, ssl=False)
-    try:
+    async with talking_to(ok(), server_context, ssl=False) as (server, client):
         assert (await client.request("GET", "/x")).status == 200
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_a_request_waiting_for_a_connection_runs_out_of_time_and_the_others_still_get_theirs() -> None:
@@ -339,18 +299,13 @@ async def test_a_request_waiting_for_a_connection_runs_out_of_time_and_the_other
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         return True
 
-    server, url = await served(slowish)
-    client = HttpClient(url, limit=1, timeout=5)
-    try:
+    async with talking_to(slowish, limit=1, timeout=5) as (server, client):
         first = asyncio.create_task(client.request("GET", "/first"))
         await asyncio.sleep(0.05)
         with pytest.raises(TimeoutError):
             await client.request("GET", "/impatient", timeout=0.1)  # waits for the one connection in use
         later = await client.request("GET", "/later")
         assert (await first).content == b"ok"
-    finally:
-        await client.close()
-        await server.stop()
     assert later.content == b"ok"
     assert [s.head.split(" ")[1] for s in server.seen] == ["/first", "/later"]
     assert server.connections == 1
@@ -370,13 +325,8 @@ async def test_no_compression_is_asked_for_but_a_compressed_answer_is_read(codin
                      + packed)
         return True
 
-    server, url = await served(compressing)
-    client = HttpClient(url)
-    try:
+    async with talking_to(compressing) as (server, client):
         answer = await client.request("GET", "/v1/internal/ui/nodes")
-    finally:
-        await client.close()
-        await server.stop()
     assert answer.content == text
     assert "Accept-Encoding: identity\r\n" in server.seen[0].head
 
@@ -386,14 +336,9 @@ async def test_an_answer_in_a_coding_it_cannot_read_is_an_error_not_garbage() ->
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 4\r\n\r\n\x0b\x02\x80x")
         return True
 
-    server, url = await served(brotli)
-    client = HttpClient(url)
-    try:
+    async with talking_to(brotli) as (server, client):
         with pytest.raises(HttpProtocolError, match="content coding 'br'"):
             await client.request("GET", "/x")
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_an_answer_that_ended_with_its_connection_is_not_taken_for_the_next_requests() -> None:
@@ -404,15 +349,10 @@ async def test_an_answer_that_ended_with_its_connection_is_not_taken_for_the_nex
             return True
         return seen.connection != 1  # the POST on the same connection: closed unanswered
 
-    server, url = await served(answer)
-    client = HttpClient(url)
-    try:
+    async with talking_to(answer) as (server, client):
         assert (await client.request("DELETE", "/v1/thing")).status == 204
         with pytest.raises(HttpProtocolError, match="before answering"):
             await client.request("POST", "/v1/txn", b"{}")
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_a_connection_reset_in_an_until_close_body_is_an_error_not_a_short_body() -> None:
@@ -425,14 +365,9 @@ async def test_a_connection_reset_in_an_until_close_body_is_an_error_not_a_short
         writer.transport.abort()  # with no linger: a reset, not a close
         return False
 
-    server, url = await served(reset)
-    client = HttpClient(url)
-    try:
+    async with talking_to(reset) as (server, client):
         with pytest.raises(OSError):
             await client.request("GET", "/x")
-    finally:
-        await client.close()
-        await server.stop()
 
 
 async def test_an_informational_answer_is_skipped_for_the_real_one() -> None:
@@ -441,13 +376,8 @@ async def test_an_informational_answer_is_skipped_for_the_real_one() -> None:
                      b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}")
         return True
 
-    server, url = await served(early)
-    client = HttpClient(url)
-    try:
+    async with talking_to(early) as (server, client):
         answer = await client.request("POST", "/x", b"{}")
-    finally:
-        await client.close()
-        await server.stop()
     assert (answer.status, answer.content) == (201, b"{}")
 
 
@@ -456,43 +386,28 @@ async def test_an_empty_answer_marked_compressed_is_empty() -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 0\r\n\r\n")
         return True
 
-    server, url = await served(empty)
-    client = HttpClient(url)
-    try:
+    async with talking_to(empty) as (server, client):
         answer = await client.request("DELETE", "/mgmt/tm/ltm/pool/~Common~p")
-    finally:
-        await client.close()
-        await server.stop()
     assert (answer.status, answer.content) == (200, b"")
 
 
 async def test_a_request_line_that_could_smuggle_another_is_refused_and_we_say_who_we_are() -> None:
-    server, url = await served(ok())
-    client = HttpClient(url)
-    try:
+    async with talking_to(ok()) as (server, client):
         for method, target in (("GET", "/x HTTP/1.1\r\nX-Evil: 1\r\n\r\nGET /y"), ("GET", "/a b"),
                                ("GE T", "/x"), ("GET\r\n", "/x")):
             with pytest.raises(ValueError, match="not a request line"):
                 await client.request(method, target)
         await client.request("GET", "/x")
-    finally:
-        await client.close()
-        await server.stop()
     assert len(server.seen) == 1 and "User-Agent: interlook\r\n" in server.seen[0].head
 
 
 async def test_a_post_on_a_connection_found_closed_before_writing_is_sent_on_a_new_one() -> None:
-    server, url = await served(ok())
-    client = HttpClient(url)
-    try:
+    async with talking_to(ok()) as (server, client):
         await client.request("GET", "/a")
         (idle,) = client._idle  # noqa: SLF001
         assert idle.transport is not None
         idle.transport.close()  # closing, and the loop has not yet told the protocol
         answer = await client.request("POST", "/b", b"{}")
-    finally:
-        await client.close()
-        await server.stop()
     assert answer.status == 200
     assert [(s.head.split(" ")[1], s.connection) for s in server.seen] == [("/a", 1), ("/b", 2)]
 
@@ -530,17 +445,12 @@ async def test_connections_unused_for_too_long_are_closed_even_while_a_newer_one
         await asyncio.sleep(0.02)
         return await ok()(seen, writer)
 
-    server, url = await served(slowish)
-    client = HttpClient(url, keepalive=0.2)
-    try:
+    async with talking_to(slowish, keepalive=1.0) as (server, client):
         await asyncio.gather(*(client.request("GET", f"/{i}") for i in range(3)))  # 3 connections
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
         await client.request("GET", "/fresh")  # refreshes one of them
-        await asyncio.sleep(0.15)  # the other two are now unused for 0.25 s, the newest for 0.15 s
+        await asyncio.sleep(0.6)  # the other two are now unused for 1.1 s, the newest for 0.6 s
         await client.request("GET", "/again")
         open_now = client._open  # noqa: SLF001
-    finally:
-        await client.close()
-        await server.stop()
     assert server.connections == 3
     assert open_now == 1
