@@ -535,26 +535,25 @@ def straight_to_our_handlers(original: Callable[..., Any]) -> Callable[..., Any]
                                              for kind in ("_watching", "_indexing", "_changing", "_spawning")))
         except AttributeError:  # another kopf: no shortcut
             return None
-        known = directs.get(key, False)
-        if known is not False:
-            return known  # type: ignore[return-value]
-        direct: Direct | None = None
+        if key not in directs:
+            directs[key] = decide(registry, resource)
+        return directs[key]
+
+    def decide(registry: Any, resource: Any) -> Direct | None:
         try:
-            others = any(getattr(registry, kind).has_handlers(resource=resource) for kind in ("_changing", "_spawning"))
+            if any(getattr(registry, kind).has_handlers(resource=resource) for kind in ("_changing", "_spawning")):
+                return None
             watching, indexing = handlers(registry, "_watching", resource), handlers(registry, "_indexing", resource)
-            if others:
-                pass
-            elif watching == [(service_event, None, None, None, None)] and not indexing:
-                direct = _service_direct
-            elif watching == [(endpoints_changed, None, None, None, None)] \
+            if watching == [(service_event, None, None, None, None)] and not indexing:
+                return _service_direct
+            if watching == [(endpoints_changed, None, None, None, None)] \
                     and indexing == [(endpoints_idx, SLICE_LABELS, None, None, None)]:
                 index_id = next(h.id for h in registry._indexing.get_all_handlers()  # noqa: SLF001
                                 if h.fn is endpoints_idx)
-                direct = functools.partial(_slice_direct, index_id)
+                return functools.partial(_slice_direct, index_id)
         except AttributeError:  # another kopf: no shortcut
-            direct = None
-        directs[key] = direct
-        return direct
+            pass
+        return None
 
     async def process_resource_event(*args: Any, raw_event: Any, resource: Any, registry: Any,
                                      **kwargs: Any) -> Any:

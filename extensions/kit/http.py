@@ -28,6 +28,7 @@ need those use aiohttp (the API server behind a proxy does).
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl as _ssl
 import time
 import zlib
@@ -38,6 +39,8 @@ from urllib.parse import urlsplit
 import httptools
 
 IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "OPTIONS"})
+# What a request target may not hold: it would end the request line or smuggle another.
+_UNSAFE_IN_TARGET = re.compile(r"[\s\0]")
 USER_AGENT = "interlook"
 
 
@@ -234,7 +237,7 @@ class HttpClient:
         """``target``: the path (below the base URL's) with its query, already percent-encoded."""
         if method == "HEAD":
             raise ValueError("HEAD is not supported")
-        if not method.isalpha() or any(c in target for c in " \r\n\t\0"):
+        if not method.isalpha() or _UNSAFE_IN_TARGET.search(target):
             raise ValueError(f"not a request line: {method!r} {target!r}")
         head = f"{method} {self._prefix}{target} HTTP/1.1\r\n".encode("latin-1") + self._head
         if headers:
@@ -292,8 +295,12 @@ class HttpClient:
                 except BaseException:  # out of time or cancelled
                     if waiter in self._waiters:
                         self._waiters.remove(waiter)
-                    elif waiter.done() and not waiter.cancelled():
-                        self._pass_on(waiter.result())  # woken, but it will not use its turn
+                    elif waiter.done() and not waiter.cancelled():  # woken, but it will not use its turn
+                        handed = waiter.result()
+                        if handed is None:
+                            self._hand_over(None)
+                        else:
+                            self._release(handed)
                     raise
                 if handed is not None:
                     handed.reused = True
@@ -306,7 +313,7 @@ class HttpClient:
                     server_hostname=self._host if self._context is not None else None)
             except BaseException as exc:
                 self._open -= 1
-                self._pass_on(None)
+                self._hand_over(None)
                 if isinstance(exc, OSError) and not isinstance(exc, _ssl.SSLError):
                     # (a certificate or handshake problem says more as it is)
                     raise ConnectFailed(self._address, exc) from exc
@@ -326,7 +333,7 @@ class HttpClient:
     def _drop(self, connection: _Connection) -> None:
         connection.close()
         self._open -= 1
-        self._pass_on(None)
+        self._hand_over(None)
 
     def _hand_over(self, connection: _Connection | None) -> bool:
         """Give the first waiter a connection (or, None: leave to open one); False if nobody waits."""
@@ -336,14 +343,6 @@ class HttpClient:
                 waiter.set_result(connection)
                 return True
         return False
-
-    def _pass_on(self, connection: _Connection | None) -> None:
-        if connection is None:
-            self._hand_over(None)
-        elif connection.closed or self._closed:
-            self._drop(connection)
-        elif not self._hand_over(connection):
-            self._idle.append(connection)
 
     async def close(self) -> None:
         self._closed = True
